@@ -64,8 +64,8 @@ pub struct RestockView {
 }
 
 pub fn eligible(sub: &SubscriptionView, restock: &RestockView) -> bool {
-    let targets = sub.product == restock.product
-        && sub.variant.is_none_or(|v| v == restock.variant);
+    let targets =
+        sub.product == restock.product && sub.variant.is_none_or(|v| v == restock.variant);
     targets
         && sub.status == SubscriptionStatus::Waiting
         && !sub.subscriber_suppressed
@@ -103,15 +103,42 @@ mod tests {
         assert!(eligible(&sub(Some(100)), &R));
         assert!(eligible(&sub(None), &R));
         assert!(!eligible(&sub(Some(101)), &R));
-        let other_product = SubscriptionView { product: ProductId(11), ..sub(None) };
+        let other_product = SubscriptionView {
+            product: ProductId(11),
+            ..sub(None)
+        };
         assert!(!eligible(&other_product, &R));
     }
 
     #[test]
     fn suppressed_notified_and_in_flight_are_skipped() {
-        assert!(!eligible(&SubscriptionView { subscriber_suppressed: true, ..sub(None) }, &R));
-        assert!(!eligible(&SubscriptionView { status: SubscriptionStatus::Notified, ..sub(None) }, &R));
-        assert!(!eligible(&SubscriptionView { status: SubscriptionStatus::Unsubscribed, ..sub(None) }, &R));
-        assert!(!eligible(&SubscriptionView { has_notification_in_flight: true, ..sub(None) }, &R));
+        assert!(!eligible(
+            &SubscriptionView {
+                subscriber_suppressed: true,
+                ..sub(None)
+            },
+            &R
+        ));
+        assert!(!eligible(
+            &SubscriptionView {
+                status: SubscriptionStatus::Notified,
+                ..sub(None)
+            },
+            &R
+        ));
+        assert!(!eligible(
+            &SubscriptionView {
+                status: SubscriptionStatus::Unsubscribed,
+                ..sub(None)
+            },
+            &R
+        ));
+        assert!(!eligible(
+            &SubscriptionView {
+                has_notification_in_flight: true,
+                ..sub(None)
+            },
+            &R
+        ));
     }
 }

@@ -67,12 +67,20 @@ impl RetryPolicy {
     }
 
     /// What to do after attempt number `attempts_made` failed with `failure` at `now`.
-    pub fn decide(&self, attempts_made: i32, failure: &Failure, now_ms: i64, jitter: f64) -> Decision {
+    pub fn decide(
+        &self,
+        attempts_made: i32,
+        failure: &Failure,
+        now_ms: i64,
+        jitter: f64,
+    ) -> Decision {
         match failure {
             Failure::Permanent { .. } => Decision::Failed,
             _ if attempts_made >= self.max_attempts => Decision::Dead,
             Failure::RetryAfter { after_ms, .. } => Decision::RetryAt(now_ms + (*after_ms).max(0)),
-            Failure::Retryable { .. } => Decision::RetryAt(now_ms + self.backoff_ms(attempts_made, jitter)),
+            Failure::Retryable { .. } => {
+                Decision::RetryAt(now_ms + self.backoff_ms(attempts_made, jitter))
+            }
         }
     }
 }
@@ -83,27 +91,41 @@ mod tests {
     use proptest::prelude::*;
 
     fn retryable() -> Failure {
-        Failure::Retryable { reason: "421 try later".into() }
+        Failure::Retryable {
+            reason: "421 try later".into(),
+        }
     }
 
     #[test]
     fn permanent_failures_are_never_retried() {
         let p = RetryPolicy::default();
-        let f = Failure::Permanent { reason: "550 no such user".into() };
+        let f = Failure::Permanent {
+            reason: "550 no such user".into(),
+        };
         assert_eq!(p.decide(1, &f, 0, 0.5), Decision::Failed);
     }
 
     #[test]
     fn the_last_attempt_makes_it_dead() {
-        let p = RetryPolicy { base_delay_ms: 10, max_delay_ms: 100, max_attempts: 3 };
-        assert!(matches!(p.decide(2, &retryable(), 0, 0.0), Decision::RetryAt(_)));
+        let p = RetryPolicy {
+            base_delay_ms: 10,
+            max_delay_ms: 100,
+            max_attempts: 3,
+        };
+        assert!(matches!(
+            p.decide(2, &retryable(), 0, 0.0),
+            Decision::RetryAt(_)
+        ));
         assert_eq!(p.decide(3, &retryable(), 0, 0.0), Decision::Dead);
     }
 
     #[test]
     fn retry_after_is_honoured() {
         let p = RetryPolicy::default();
-        let f = Failure::RetryAfter { after_ms: 120_000, reason: "429".into() };
+        let f = Failure::RetryAfter {
+            after_ms: 120_000,
+            reason: "429".into(),
+        };
         assert_eq!(p.decide(1, &f, 1_000, 0.9), Decision::RetryAt(121_000));
     }
 

@@ -114,6 +114,19 @@ pub fn next_state(
     }
 }
 
+/// The canonical stock update every source is turned into at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StockUpdate {
+    pub sku: crate::values::Sku,
+    pub location: String,
+    pub available: i64,
+    pub incoming: Option<i64>,
+    pub incoming_at_ms: Option<i64>,
+    /// Temporary or seasonal stock: counts as available until then.
+    pub available_until_ms: Option<i64>,
+    pub version: Version,
+}
+
 /// One location's stored level.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Level {
@@ -147,13 +160,19 @@ mod tests {
             min_stock: 2,
             notify_threshold: 5,
         };
-        assert_eq!(next_state(Availability::OutOfStock, 5, t), (Availability::OutOfStock, None));
+        assert_eq!(
+            next_state(Availability::OutOfStock, 5, t),
+            (Availability::OutOfStock, None)
+        );
         assert_eq!(
             next_state(Availability::OutOfStock, 6, t),
             (Availability::InStock, Some(Transition::Restocked))
         );
         // Inside the band an in-stock variant stays in stock.
-        assert_eq!(next_state(Availability::InStock, 3, t), (Availability::InStock, None));
+        assert_eq!(
+            next_state(Availability::InStock, 3, t),
+            (Availability::InStock, None)
+        );
         assert_eq!(
             next_state(Availability::InStock, 2, t),
             (Availability::OutOfStock, Some(Transition::SoldOut))
@@ -184,8 +203,14 @@ mod tests {
 
     #[test]
     fn sequence_beats_time_when_both_have_one() {
-        let older_seq = Version { observed_at_ms: 2_000, sequence: Some(1) };
-        let newer_seq = Version { observed_at_ms: 1_000, sequence: Some(2) };
+        let older_seq = Version {
+            observed_at_ms: 2_000,
+            sequence: Some(1),
+        };
+        let newer_seq = Version {
+            observed_at_ms: 1_000,
+            sequence: Some(2),
+        };
         assert!(newer_seq.is_newer(&older_seq));
         assert!(!older_seq.is_newer(&newer_seq));
         assert!(!older_seq.is_newer(&older_seq), "a replay is not newer");
@@ -208,9 +233,15 @@ mod tests {
                     qty,
                     // Distinct, increasing versions in generation (= real) order.
                     version: if with_sequence {
-                        Version { observed_at_ms: 1_000 - i as i64, sequence: Some(i as i64) }
+                        Version {
+                            observed_at_ms: 1_000 - i as i64,
+                            sequence: Some(i as i64),
+                        }
                     } else {
-                        Version { observed_at_ms: 1_000 + i as i64, sequence: None }
+                        Version {
+                            observed_at_ms: 1_000 + i as i64,
+                            sequence: None,
+                        }
                     },
                 })
                 .collect()
@@ -225,7 +256,10 @@ mod tests {
         let mut restocks = 0;
         let mut totals = Vec::new();
         for u in arrivals {
-            let incoming = Level { available: u.qty, version: u.version };
+            let incoming = Level {
+                available: u.qty,
+                version: u.version,
+            };
             if let Some(level) = apply(levels.get(&u.location), incoming) {
                 levels.insert(u.location, level);
                 let total: i64 = levels.values().map(|l| l.available).sum();
@@ -235,7 +269,11 @@ mod tests {
                 state = next;
             }
         }
-        (levels.into_iter().map(|(k, v)| (k, v.available)).collect(), restocks, totals)
+        (
+            levels.into_iter().map(|(k, v)| (k, v.available)).collect(),
+            restocks,
+            totals,
+        )
     }
 
     /// Independent model: restock count = number of rises above the bar after being at

@@ -169,7 +169,15 @@ mod tests {
             Email::parse(" Ann@Example.COM ").map(|e| e.as_str().to_string()),
             Ok("Ann@example.com".to_string())
         );
-        for bad in ["", "ann", "ann@", "@x.com", "ann@localhost", "Ann <ann@x.com>", "a b@x.com"] {
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.com",
+            "ann@localhost",
+            "Ann <ann@x.com>",
+            "a b@x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -179,7 +187,10 @@ mod tests {
         let eur = Currency::parse("eur").expect("valid");
         assert_eq!(eur.format(4990), "EUR 49.90");
         assert_eq!(eur.format(5), "EUR 0.05");
-        assert_eq!(Currency::parse("JPY").expect("valid").format(1200), "JPY 1200");
+        assert_eq!(
+            Currency::parse("JPY").expect("valid").format(1200),
+            "JPY 1200"
+        );
         assert!(Currency::parse("EU").is_err());
         assert!(Currency::parse("E1R").is_err());
     }

@@ -1,1 +1,254 @@
-fn main() {}
+//! The `restock` binary: role subcommands over the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use restock::config::Config;
+use restock::storage::Db;
+use restock::storage::stores::NewStore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "restock",
+    version,
+    about = "Self-hosted back-in-stock notifications"
+)]
+struct Cli {
+    /// Configuration file (TOML); RESTOCK_* environment variables override it.
+    #[arg(long, short, global = true, env = "RESTOCK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server and the delivery workers.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Run a self-contained demo on SQLite: a store, shoppers, a stock-out and a restock.
+    Demo,
+    /// Manage stores.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Inspect and replay notifications.
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationCommand,
+    },
+    /// Measure planning throughput and restock-to-send latency.
+    Bench(restock::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Create a store; prints its API key once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        slug: String,
+        /// Origin allowed to call the storefront API from a browser (repeatable).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        /// Shopify webhook shared secret.
+        #[arg(long)]
+        shopify_secret: Option<String>,
+    },
+    /// List stores.
+    List,
+}
+
+#[derive(Subcommand)]
+enum NotificationCommand {
+    /// List a store's dead (retries exhausted) or failed notifications.
+    Dead {
+        #[arg(long)]
+        store: String,
+        /// Also list failed (permanently rejected) ones.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Queue a dead or failed notification again.
+    Replay {
+        #[arg(long)]
+        store: String,
+        id: i64,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("RESTOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let json = std::env::var("RESTOCK_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve => {
+            let config = Config::load(cli.config.as_deref())?;
+            let listen = config.listen;
+            let app = restock::build(config).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shutdown_on_signal(shutdown.clone()));
+            restock::run(app, listener, shutdown).await
+        }
+        Command::Migrate => {
+            let config = Config::load(cli.config.as_deref())?;
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            println!("migrations applied ({})", db.backend());
+            Ok(())
+        }
+        Command::Demo => restock::demo::run().await,
+        Command::Store { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            match command {
+                StoreCommand::Create {
+                    name,
+                    slug,
+                    origins,
+                    shopify_secret,
+                } => {
+                    if !restock::http::admin::valid_slug(&slug) {
+                        anyhow::bail!("--slug must be 1-64 of a-z, 0-9 and -");
+                    }
+                    let origins = restock::http::admin::parse_origins(&origins)
+                        .map_err(|e| anyhow::anyhow!(e.detail))?;
+                    let created = db
+                        .create_store(
+                            NewStore {
+                                name: &name,
+                                slug: &slug,
+                                allowed_origins: &origins,
+                                shopify_secret: shopify_secret.as_deref(),
+                            },
+                            now,
+                        )
+                        .await
+                        .context("creating the store (is the slug taken?)")?;
+                    println!(
+                        "store:           {} (id {})",
+                        created.store.slug, created.store.id
+                    );
+                    println!(
+                        "api key:         {}   (shown once; keep it secret)",
+                        created.api_key
+                    );
+                    println!("publishable key: {}", created.store.publishable_key);
+                }
+                StoreCommand::List => {
+                    for s in db.list_stores().await? {
+                        println!("{}\t{}\t{}", s.id, s.slug, s.name);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Notifications { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let db = Db::connect(&config.database).await?;
+            let slug = match &command {
+                NotificationCommand::Dead { store, .. }
+                | NotificationCommand::Replay { store, .. } => store,
+            };
+            let store = db
+                .store_by_slug(slug)
+                .await?
+                .with_context(|| format!("no store {slug:?}"))?
+                .store_id();
+            match command {
+                NotificationCommand::Dead { failed, .. } => {
+                    let mut states = vec!["dead"];
+                    if failed {
+                        states.push("failed");
+                    }
+                    for state in states {
+                        let mut after = 0;
+                        loop {
+                            let rows = db.notifications(store, Some(state), after, 500).await?;
+                            for n in &rows {
+                                println!(
+                                    "{}\t{}\t{}\t{}\tattempts={}\t{}",
+                                    n.id,
+                                    n.state,
+                                    n.sku,
+                                    n.recipient,
+                                    n.attempts,
+                                    n.last_error.as_deref().unwrap_or("")
+                                );
+                            }
+                            match rows.last() {
+                                Some(last) if rows.len() == 500 => after = last.id,
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+                NotificationCommand::Replay { id, .. } => {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    match db
+                        .replay_notification(store, restock_core::ids::NotificationId(id), now)
+                        .await?
+                    {
+                        None => anyhow::bail!("store {slug} has no notification {id}"),
+                        Some(s) if s == "pending" => println!("notification {id} queued again"),
+                        Some(s) => anyhow::bail!(
+                            "notification {id} is {s}; only dead or failed ones can be replayed"
+                        ),
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Bench(args) => restock::bench::run(args).await,
+    }
+}
+
+async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    token.cancel();
+}

@@ -1,0 +1,297 @@
+//! `restock bench`: planning throughput for one restock with N waiting subscribers,
+//! and the time from a stock update being accepted to the first notification handed
+//! to the channel. Figures are recorded in docs/benchmarks.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use restock_core::ids::StoreId;
+use restock_core::stock::{StockUpdate, Version};
+use restock_core::values::{Currency, HttpUrl, Sku};
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::{EmailChannel, MemoryOutbox};
+use crate::config::Config;
+use crate::storage::Db;
+use crate::storage::catalog::{ProductInput, VariantInput};
+use crate::storage::stores::NewStore;
+use crate::util::Clock;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// "sqlite" (a temporary file) or a postgres:// URL (a fresh schema is used and dropped).
+    #[arg(long, default_value = "sqlite")]
+    pub db: String,
+    /// Waiting-list sizes to plan, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
+    pub subscribers: Vec<u64>,
+    /// Restock-to-first-send samples to take.
+    #[arg(long, default_value_t = 50)]
+    pub latency_samples: u32,
+}
+
+struct BenchDb {
+    db: Db,
+    _dir: Option<tempfile_dir::TempDir>,
+    schema: Option<(String, String)>,
+}
+
+mod tempfile_dir {
+    /// A directory removed on drop (the bench must not leave gigabytes behind).
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
+    if spec == "sqlite" {
+        let dir =
+            std::env::temp_dir().join(format!("restock-bench-{}", crate::util::random_token(6)));
+        std::fs::create_dir_all(&dir)?;
+        let db = Db::connect_url(&format!("sqlite://{}/bench.db", dir.display()), 8).await?;
+        db.migrate().await?;
+        Ok(BenchDb {
+            db,
+            _dir: Some(tempfile_dir::TempDir(dir)),
+            schema: None,
+        })
+    } else {
+        let schema = format!(
+            "bench_{}",
+            crate::util::random_token(6)
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        );
+        let db = Db::connect_postgres_schema(spec, &schema, 8).await?;
+        db.migrate().await?;
+        Ok(BenchDb {
+            db,
+            _dir: None,
+            schema: Some((spec.to_string(), schema)),
+        })
+    }
+}
+
+impl BenchDb {
+    async fn drop_schema(self) -> anyhow::Result<()> {
+        self.db.close().await;
+        if let Some((url, schema)) = &self.schema {
+            let admin = sqlx::PgPool::connect(url).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
+            .execute(&admin)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn stock(sku: &str, available: i64, at: i64) -> StockUpdate {
+    StockUpdate {
+        sku: Sku::parse(sku).unwrap_or_else(|_| unreachable!("bench SKUs are valid")),
+        location: "default".into(),
+        available,
+        incoming: None,
+        incoming_at_ms: None,
+        available_until_ms: None,
+        version: Version {
+            observed_at_ms: at,
+            sequence: None,
+        },
+    }
+}
+
+/// A store with one product and one sold-out variant.
+async fn seed_store(db: &Db, slug: &str) -> anyhow::Result<(StoreId, i64, i64)> {
+    let created = db
+        .create_store(
+            NewStore {
+                name: "Bench",
+                slug,
+                allowed_origins: &[],
+                shopify_secret: None,
+            },
+            0,
+        )
+        .await?;
+    let store = created.store.store_id();
+    let url = HttpUrl::parse("https://bench.example/p/1")?;
+    let product = ProductInput {
+        external_id: "p1".into(),
+        title: "Bench product".into(),
+        description: String::new(),
+        image_url: None,
+        url,
+        category: None,
+        price_minor: 1000,
+        currency: Currency::parse("EUR")?,
+        min_stock: None,
+        notify_threshold: None,
+        variants: vec![VariantInput {
+            sku: Sku::parse("B-1")?,
+            title: "One".into(),
+            options: Default::default(),
+            price_minor: None,
+            image_url: None,
+            url: None,
+            min_stock: None,
+            notify_threshold: None,
+            inventory_item_id: None,
+        }],
+    };
+    let (product_id, _) = db.upsert_product(store, &product, 1).await?;
+    let variant = db.variant_by_sku(store, "B-1").await?.context("variant")?;
+    Ok((store, product_id.0, variant.id))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let backend = if args.db == "sqlite" {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    println!(
+        "restock bench on {backend} ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("\nplanning one restock with N waiting subscribers:");
+    println!("{:>10} {:>10} {:>14}", "N", "seconds", "notifications/s");
+    for &n in &args.subscribers {
+        let b = fresh_db(&args.db).await?;
+        let (store, product, variant) = seed_store(&b.db, "bench").await?;
+        b.db.bench_seed_waiting_list(store, product, variant, n)
+            .await?;
+        let start = Instant::now();
+        let out =
+            b.db.apply_stock_batch(store, "bench", &[stock("B-1", 5, 10)], &[], 10)
+                .await?;
+        let secs = start.elapsed().as_secs_f64();
+        let planned = out.restocks.first().map_or(0, |r| r.planned);
+        anyhow::ensure!(planned == n, "planned {planned}, expected {n}");
+        println!("{n:>10} {secs:>10.3} {:>14.0}", n as f64 / secs);
+        b.drop_schema().await?;
+    }
+    latency(&args).await
+}
+
+async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
+    let b = fresh_db(&args.db).await?;
+    let (store, product, variant) = seed_store(&b.db, "latency").await?;
+    let memory = MemoryOutbox::default();
+    let config = Config::from_defaults_and("[dispatch]\npoll_interval_ms = 1000")?;
+    let app = crate::App::new(
+        config,
+        b.db.clone(),
+        Clock::System,
+        EmailChannel::Memory(memory.clone()),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(crate::run(app.clone(), listener, shutdown.clone()));
+    let key = b.db.create_api_key(store, 0).await?;
+    let http = reqwest::Client::new();
+    let mut samples = Vec::new();
+    let mut at = chrono::Utc::now().timestamp_millis();
+    for i in 0..args.latency_samples {
+        // A fresh waiter each round (earlier ones were notified), then out, then back.
+        b.db.bench_seed_waiting_list_named(store, product, variant, &format!("lat{i}"))
+            .await?;
+        at += 2;
+        b.db.apply_stock_batch(store, "bench", &[stock("B-1", 0, at)], &[], at)
+            .await?;
+        let before = memory.count();
+        at += 2;
+        let start = Instant::now();
+        let resp = http
+            .post(format!("http://{addr}/v1/stock"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"items": [{"sku": "B-1", "available": 5, "observed_at": crate::util::format_ms(at)}]}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "stock update failed: {}",
+            resp.status()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while memory.count() == before {
+            anyhow::ensure!(Instant::now() < deadline, "no send within 10 s");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let sent = memory.sent_at(before as usize).await.context("send time")?;
+        samples.push(sent.duration_since(start));
+    }
+    shutdown.cancel();
+    server.await??;
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "\nstock update sent -> first notification handed to the channel ({} samples, 1 waiting subscriber, worker idle):",
+        samples.len()
+    );
+    println!(
+        "  p50 {:.1} ms   p90 {:.1} ms   max {:.1} ms",
+        ms(pick(0.5)),
+        ms(pick(0.9)),
+        ms(pick(1.0))
+    );
+    let _ = Arc::strong_count(&app.inner);
+    b.drop_schema().await
+}
+
+impl Db {
+    /// Bulk-creates `n` subscribers waiting for `variant` (benchmarks only).
+    pub async fn bench_seed_waiting_list(
+        &self,
+        store: StoreId,
+        product: i64,
+        variant: i64,
+        n: u64,
+    ) -> anyhow::Result<()> {
+        crate::storage::with_pool!(self, pool => {
+            sqlx::query(
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < $2) \
+                 INSERT INTO subscribers (store_id, email, created_at) \
+                 SELECT $1, 'shopper' || i || '@bench.example', 0 FROM seq",
+            )
+            .bind(store.0)
+            .bind(n as i64)
+            .execute(pool)
+            .await?;
+            sqlx::query(
+                "INSERT INTO subscriptions (store_id, subscriber_id, product_id, variant_id, status, source, created_at, updated_at) \
+                 SELECT $1, id, $2, $3, 'waiting', 'bench', 0, 0 FROM subscribers WHERE store_id = $1",
+            )
+            .bind(store.0)
+            .bind(product)
+            .bind(variant)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    async fn bench_seed_waiting_list_named(
+        &self,
+        store: StoreId,
+        product: i64,
+        variant: i64,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let email = restock_core::values::Email::parse(&format!("{name}@bench.example"))?;
+        let target = crate::storage::demand::Target::Variant {
+            product: restock_core::ids::ProductId(product),
+            variant: restock_core::ids::VariantId(variant),
+        };
+        self.subscribe(store, &email, target, "bench", 0).await?;
+        Ok(())
+    }
+}

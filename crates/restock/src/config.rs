@@ -1,0 +1,155 @@
+//! Configuration: built-in defaults, then an optional file, then `RESTOCK_*`
+//! environment variables. Validated once at start; errors name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use restock_core::retry::RetryPolicy;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub const DEFAULT_TOML: &str = include_str!("../restock.default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub admin_token: SecretString,
+    pub database: DatabaseConfig,
+    pub email: EmailConfig,
+    pub dispatch: DispatchConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTransportKind {
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailConfig {
+    pub transport: EmailTransportKind,
+    pub file_dir: PathBuf,
+    pub from: String,
+    pub smtp: SmtpConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: String,
+    pub password: SecretString,
+    pub pool_size: u32,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DispatchConfig {
+    pub enabled: bool,
+    pub concurrency: usize,
+    pub batch_size: i64,
+    pub lease_secs: i64,
+    pub poll_interval_ms: u64,
+    pub retry: RetryPolicy,
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("RESTOCK_").split("__"));
+        Self::from_figment(fig)
+    }
+
+    /// Defaults with overrides given as TOML text (tests and the demo use this).
+    pub fn from_defaults_and(overrides: &str) -> anyhow::Result<Config> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overrides)))
+    }
+
+    fn from_figment(fig: Figment) -> anyhow::Result<Config> {
+        let config: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        url::Url::parse(&self.public_url)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: public_url: {e}"))?;
+        if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            anyhow::bail!(
+                "invalid configuration: email.from is not a mailbox: {}",
+                self.email.from
+            );
+        }
+        if self.dispatch.concurrency == 0 {
+            anyhow::bail!("invalid configuration: dispatch.concurrency must be at least 1");
+        }
+        if self.dispatch.batch_size < 1 {
+            anyhow::bail!("invalid configuration: dispatch.batch_size must be at least 1");
+        }
+        if self.dispatch.lease_secs < 1 {
+            anyhow::bail!("invalid configuration: dispatch.lease_secs must be at least 1");
+        }
+        if self.dispatch.retry.max_attempts < 1 {
+            anyhow::bail!("invalid configuration: dispatch.retry.max_attempts must be at least 1");
+        }
+        if self.email.smtp.pool_size == 0 {
+            anyhow::bail!("invalid configuration: email.smtp.pool_size must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_overrides_apply() {
+        let c = Config::from_defaults_and("[dispatch]\nconcurrency = 3").expect("valid");
+        assert_eq!(c.dispatch.concurrency, 3);
+        assert_eq!(c.email.transport, EmailTransportKind::File);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err =
+            Config::from_defaults_and("[dispatch]\nconcurrency = \"many\"").expect_err("invalid");
+        assert!(err.to_string().contains("concurrency"), "{err}");
+        let err = Config::from_defaults_and("[email.smtp]\ntls = \"maybe\"").expect_err("invalid");
+        assert!(err.to_string().contains("tls"), "{err}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = Config::from_defaults_and("[email.smtp]\npassword = \"hunter2\"").expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

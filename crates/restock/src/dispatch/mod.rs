@@ -1,0 +1,305 @@
+//! Dispatch: claim due notifications, check the variant is still available, render,
+//! send, record. Claims are committed before any network call; outcomes are fenced
+//! by attempt number; failures follow `restock_core::retry`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use restock_core::ids::NotificationId;
+use restock_core::retry::{Decision, Failure};
+use restock_core::token::Purpose;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span};
+
+use crate::app::App;
+use crate::channels::EmailMessage;
+use crate::render::Links;
+use crate::storage::outbox::Claimed;
+
+/// What happened to one claimed notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    Retry,
+    Failed,
+    Dead,
+    Skipped,
+    /// Another worker owns the row now (our lease expired); nothing recorded.
+    Lost,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Retry => "retry",
+            Outcome::Failed => "failed",
+            Outcome::Dead => "dead",
+            Outcome::Skipped => "skipped",
+            Outcome::Lost => "lost",
+        }
+    }
+}
+
+/// Runs every notification that is due now, until none is left, and returns how
+/// many were processed. Tests and the demo drive delivery with this.
+pub async fn run_pending(app: &App) -> anyhow::Result<usize> {
+    let sem = Arc::new(Semaphore::new(app.config.dispatch.concurrency));
+    let mut total = 0;
+    loop {
+        app.db.reap_expired_leases(app.now()).await?;
+        let claimed = claim(app).await?;
+        if claimed.is_empty() {
+            return Ok(total);
+        }
+        total += claimed.len();
+        let mut tasks = JoinSet::new();
+        for n in claimed {
+            let permit = sem.clone().acquire_owned().await?;
+            let app = app.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                process(&app, n).await
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn claim(app: &App) -> anyhow::Result<Vec<Claimed>> {
+    let d = &app.config.dispatch;
+    Ok(app
+        .db
+        .claim_due(app.now(), d.lease_secs * 1000, d.batch_size)
+        .await?)
+}
+
+/// The worker loop: claims and sends until `shutdown`; then stops claiming and
+/// lets the sends in flight finish.
+pub async fn run_worker(app: App, shutdown: CancellationToken) {
+    let d = app.config.dispatch.clone();
+    let sem = Arc::new(Semaphore::new(d.concurrency));
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut last_reap = 0;
+    tracing::info!(concurrency = d.concurrency, "dispatch worker started");
+    while !shutdown.is_cancelled() {
+        while tasks.try_join_next().is_some() {}
+        let now = app.now();
+        if now - last_reap >= 1000 {
+            last_reap = now;
+            if let Err(e) = app.db.reap_expired_leases(now).await {
+                tracing::warn!(error = %e, "reaping expired leases");
+            }
+        }
+        // Claim no more than there are free slots, so claimed rows do not sit
+        // leased while waiting for a slot.
+        let free = sem.available_permits() as i64;
+        let claimed = if free == 0 {
+            Vec::new()
+        } else {
+            match app
+                .db
+                .claim_due(now, d.lease_secs * 1000, free.min(d.batch_size))
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming notifications");
+                    Vec::new()
+                }
+            }
+        };
+        let got_work = !claimed.is_empty();
+        for n in claimed {
+            let permit = tokio::select! {
+                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let app = app.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                process(&app, n).await
+            });
+        }
+        if got_work {
+            continue;
+        }
+        let wait = if free == 0 {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(d.poll_interval_ms)
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = app.work_ready.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        tracing::info!(
+            in_flight,
+            "dispatch stopping: letting sends in flight finish"
+        );
+    }
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("dispatch worker stopped");
+}
+
+/// Processes one claimed notification end to end. Never panics on data: any
+/// problem becomes a recorded outcome.
+pub async fn process(app: &App, n: Claimed) -> Outcome {
+    let span = info_span!(
+        "notification",
+        id = n.id,
+        store = n.store_id,
+        attempt = n.attempts
+    );
+    async {
+        let channel = app.email.name();
+        let outcome = match process_inner(app, &n).await {
+            Ok(o) => o,
+            Err(e) => {
+                // A database error while recording: the lease will expire and the
+                // row will be taken over; nothing is lost.
+                tracing::error!(error = ?e, "dispatch failed to record an outcome");
+                Outcome::Lost
+            }
+        };
+        app.metrics
+            .sends
+            .with_label_values(&[channel, outcome.label()])
+            .inc();
+        tracing::debug!(outcome = outcome.label(), "notification processed");
+        outcome
+    }
+    .instrument(span)
+    .await
+}
+
+async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
+    let db = &app.db;
+    let now = app.now();
+    let policy = app.config.dispatch.retry;
+    let record_final = |state: &'static str, why: String| async move {
+        Ok::<_, anyhow::Error>(if db.record_final(n, state, &why, app.now()).await? {
+            match state {
+                "dead" => Outcome::Dead,
+                "failed" => Outcome::Failed,
+                _ => Outcome::Skipped,
+            }
+        } else {
+            Outcome::Lost
+        })
+    };
+    if n.attempts > policy.max_attempts {
+        // Only reachable through lease expiry: the process died mid-send this often.
+        return record_final(
+            "dead",
+            format!("lease expired on {} attempts", n.attempts - 1),
+        )
+        .await;
+    }
+    let Some(ctx) = db.message_context(n).await? else {
+        return record_final("skipped", "variant no longer exists".into()).await;
+    };
+    if ctx.subscription_status == "unsubscribed" {
+        return record_final("skipped", "unsubscribed".into()).await;
+    }
+    if ctx.suppressed_at.is_some() {
+        return record_final("skipped", "address suppressed".into()).await;
+    }
+    let expired = ctx.available_until.is_some_and(|u| u <= now);
+    if !ctx.in_stock || expired {
+        // Sold out again between planning and sending: the subscription keeps
+        // waiting and the next restock plans it afresh.
+        return record_final(
+            "skipped",
+            "sold out again before sending; waiting for the next restock".into(),
+        )
+        .await;
+    }
+    let click = app.public_url(&format!("/t/c/{}", app.signer.sign(Purpose::Click, n.id)));
+    let unsubscribe = app.public_url(&format!(
+        "/t/u/{}",
+        app.signer.sign(Purpose::Unsubscribe, n.id)
+    ));
+    let rendered = match app.renderer.restock_email(
+        &ctx,
+        Links {
+            click: &click,
+            unsubscribe: &unsubscribe,
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => return record_final("dead", format!("rendering failed: {e}")).await,
+    };
+    let host = url::Url::parse(&app.config.public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "restock.local".into());
+    let msg = EmailMessage {
+        to: n.recipient.clone(),
+        subject: rendered.subject,
+        html: rendered.html,
+        text: rendered.text,
+        message_id: format!("<restock.{}@{host}>", n.id),
+        list_unsubscribe: unsubscribe,
+    };
+    let result = app.email.send(&msg).await;
+    let now = app.now();
+    match result {
+        Ok(()) => {
+            let latency = (now - n.planned_at).max(0) as f64 / 1000.0;
+            app.metrics
+                .restock_to_send
+                .with_label_values(&[app.email.name()])
+                .observe(latency);
+            Ok(if db.record_sent(n, now).await? {
+                Outcome::Sent
+            } else {
+                Outcome::Lost
+            })
+        }
+        Err(failure) => {
+            let jitter: f64 = rand::rng().random();
+            tracing::info!(reason = failure.reason(), "send failed");
+            match policy.decide(n.attempts, &failure, now, jitter) {
+                Decision::RetryAt(at) => {
+                    Ok(if db.record_retry(n, at, failure.reason(), now).await? {
+                        Outcome::Retry
+                    } else {
+                        Outcome::Lost
+                    })
+                }
+                Decision::Failed => Ok(
+                    if db
+                        .record_failed_and_suppress(n, failure.reason(), now)
+                        .await?
+                    {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Lost
+                    },
+                ),
+                Decision::Dead => {
+                    let why = match &failure {
+                        Failure::Permanent { reason } => reason.clone(),
+                        other => {
+                            format!("gave up after {} attempts: {}", n.attempts, other.reason())
+                        }
+                    };
+                    record_final("dead", why).await
+                }
+            }
+        }
+    }
+}
+
+/// The notification id a claimed row stands for.
+pub fn id_of(n: &Claimed) -> NotificationId {
+    NotificationId(n.id)
+}

@@ -1,0 +1,434 @@
+//! Catalog: categories, products and variants.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use restock_core::values::{Currency, HttpUrl, Sku};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Merchant;
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::app::App;
+use crate::storage::catalog::{
+    CatalogError, CategoryInput, ProductInput, ProductWithVariants, VariantInput, VariantRow,
+};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryBody {
+    pub name: String,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductBody {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub image_url: Option<String>,
+    /// The product page.
+    pub url: String,
+    /// Category handle; created if new.
+    pub category: Option<String>,
+    /// Price in minor units (cents).
+    pub price: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    #[serde(default)]
+    pub variants: Vec<VariantBody>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantBody {
+    pub sku: String,
+    #[serde(default)]
+    pub title: String,
+    /// Option name to value, e.g. {"size": "M", "colour": "Red"}.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Own price in minor units; the product's if omitted.
+    pub price: Option<i64>,
+    pub image_url: Option<String>,
+    /// Deep link to this variant; the product page if omitted.
+    pub url: Option<String>,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    /// Shopify inventory item id, to route Shopify inventory webhooks.
+    pub inventory_item_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductView {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub image_url: Option<String>,
+    pub url: String,
+    pub category: Option<String>,
+    pub price: i64,
+    pub currency: String,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    pub variants: Vec<VariantView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VariantView {
+    pub sku: String,
+    pub title: String,
+    pub options: BTreeMap<String, String>,
+    pub price: Option<i64>,
+    pub image_url: Option<String>,
+    pub url: Option<String>,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    pub inventory_item_id: Option<String>,
+    /// Sum over locations of unexpired stock.
+    pub available: i64,
+    /// "in_stock" or "out_of_stock".
+    pub state: String,
+    pub available_until: Option<String>,
+}
+
+impl From<VariantRow> for VariantView {
+    fn from(v: VariantRow) -> Self {
+        VariantView {
+            options: serde_json::from_str(&v.options).unwrap_or_default(),
+            sku: v.sku,
+            title: v.title,
+            price: v.price_minor,
+            image_url: v.image_url,
+            url: v.url,
+            min_stock: v.min_stock,
+            notify_threshold: v.notify_threshold,
+            inventory_item_id: v.inventory_item_id,
+            available: v.available,
+            state: if v.in_stock {
+                "in_stock"
+            } else {
+                "out_of_stock"
+            }
+            .into(),
+            available_until: v.available_until.map(crate::util::format_ms),
+        }
+    }
+}
+
+impl From<ProductWithVariants> for ProductView {
+    fn from(p: ProductWithVariants) -> Self {
+        let ProductWithVariants {
+            product: p,
+            variants,
+        } = p;
+        ProductView {
+            id: p.external_id,
+            title: p.title,
+            description: p.description,
+            image_url: p.image_url,
+            url: p.url,
+            category: p.category,
+            price: p.price_minor,
+            currency: p.currency,
+            min_stock: p.min_stock,
+            notify_threshold: p.notify_threshold,
+            variants: variants.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+fn invalid(e: impl ToString) -> ApiError {
+    ApiError::unprocessable("invalid_value", e.to_string())
+}
+
+fn non_negative(field: &str, v: Option<i64>) -> ApiResult<Option<i64>> {
+    match v {
+        Some(n) if n < 0 => Err(invalid(format!("{field} must not be negative"))),
+        v => Ok(v),
+    }
+}
+
+fn opt_url(v: &Option<String>) -> ApiResult<Option<HttpUrl>> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(HttpUrl::parse)
+        .transpose()
+        .map_err(invalid)
+}
+
+fn valid_handle(s: &str) -> bool {
+    !s.trim().is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
+}
+
+impl ProductBody {
+    fn parse(self, external_id: String) -> ApiResult<ProductInput> {
+        if self.title.trim().is_empty() {
+            return Err(invalid("title must not be empty"));
+        }
+        if self.price < 0 {
+            return Err(invalid("price must not be negative"));
+        }
+        if let Some(c) = &self.category
+            && !valid_handle(c)
+        {
+            return Err(invalid("category must be 1 to 128 printable characters"));
+        }
+        let mut variants = Vec::with_capacity(self.variants.len());
+        for v in self.variants {
+            let sku = Sku::parse(&v.sku)
+                .map_err(|e| ApiError::unprocessable("invalid_sku", e.to_string()))?;
+            if v.price.is_some_and(|p| p < 0) {
+                return Err(invalid(format!(
+                    "variant {}: price must not be negative",
+                    sku.as_str()
+                )));
+            }
+            variants.push(VariantInput {
+                title: v.title.trim().to_string(),
+                options: v.options,
+                price_minor: v.price,
+                image_url: opt_url(&v.image_url)?,
+                url: opt_url(&v.url)?,
+                min_stock: non_negative("min_stock", v.min_stock)?,
+                notify_threshold: non_negative("notify_threshold", v.notify_threshold)?,
+                inventory_item_id: v.inventory_item_id.filter(|s| !s.is_empty()),
+                sku,
+            });
+        }
+        Ok(ProductInput {
+            external_id,
+            title: self.title.trim().to_string(),
+            description: self.description,
+            image_url: opt_url(&self.image_url)?,
+            url: HttpUrl::parse(&self.url).map_err(invalid)?,
+            category: self.category,
+            price_minor: self.price,
+            currency: Currency::parse(&self.currency).map_err(invalid)?,
+            min_stock: non_negative("min_stock", self.min_stock)?,
+            notify_threshold: non_negative("notify_threshold", self.notify_threshold)?,
+            variants,
+        })
+    }
+}
+
+/// Create or update a category (thresholds apply to its products' variants).
+#[utoipa::path(put, path = "/v1/categories/{handle}", tag = "catalog", security(("api_key" = [])),
+    params(("handle" = String, Path, description = "The merchant's category handle")),
+    request_body = CategoryBody,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_category(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    Path(handle): Path<String>,
+    ApiJson(body): ApiJson<CategoryBody>,
+) -> ApiResult<StatusCode> {
+    if !valid_handle(&handle) {
+        return Err(invalid("handle must be 1 to 128 printable characters"));
+    }
+    let input = CategoryInput {
+        handle,
+        name: body.name,
+        min_stock: non_negative("min_stock", body.min_stock)?,
+        notify_threshold: non_negative("notify_threshold", body.notify_threshold)?,
+    };
+    app.db.upsert_category(store, &input).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Create or replace a product and upsert its variants.
+#[utoipa::path(put, path = "/v1/products/{id}", tag = "catalog", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The merchant's product id")),
+    request_body = ProductBody,
+    responses((status = 200, body = ProductView), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_product(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ProductBody>,
+) -> ApiResult<Json<ProductView>> {
+    if !valid_handle(&id) {
+        return Err(invalid("product id must be 1 to 128 printable characters"));
+    }
+    let input = body.parse(id.clone())?;
+    let (_, restocks) = app
+        .db
+        .upsert_product(store, &input, app.now())
+        .await
+        .map_err(|e| match e {
+            CatalogError::SkuTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "sku_taken", e.to_string())
+            }
+            CatalogError::InventoryItemTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            CatalogError::Storage(s) => s.into(),
+        })?;
+    if restocks.iter().any(|r| r.planned > 0) {
+        app.work_ready.notify_one();
+    }
+    let product = app
+        .db
+        .product(store, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    Ok(Json(product.into()))
+}
+
+/// A product with its variants and their stock state.
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The merchant's product id")),
+    responses((status = 200, body = ProductView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_product(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ProductView>> {
+    let product = app
+        .db
+        .product(store, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    Ok(Json(product.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct Page {
+    /// Return items after this cursor (the `next` of the previous page).
+    pub after: Option<i64>,
+    /// At most this many items (1-500, default 100).
+    pub limit: Option<i64>,
+}
+
+impl Page {
+    pub fn after(&self) -> i64 {
+        self.after.unwrap_or(0)
+    }
+    pub fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 500)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductSummary {
+    pub id: String,
+    pub title: String,
+    pub url: String,
+    pub price: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<ProductSummary>,
+    /// Cursor for the next page, absent on the last.
+    pub next: Option<i64>,
+}
+
+/// The store's products, a page at a time.
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", security(("api_key" = [])), params(Page),
+    responses((status = 200, body = ProductPage), (status = 401, body = ErrorBody)))]
+pub async fn list_products(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<ProductPage>> {
+    let rows = app.db.products(store, page.after(), page.limit()).await?;
+    let next = (rows.len() as i64 == page.limit())
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(ProductPage {
+        items: rows
+            .into_iter()
+            .map(|p| ProductSummary {
+                id: p.external_id,
+                title: p.title,
+                url: p.url,
+                price: p.price_minor,
+                currency: p.currency,
+            })
+            .collect(),
+        next,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VariantDetail {
+    #[serde(flatten)]
+    pub variant: VariantView,
+    pub levels: Vec<LevelView>,
+    pub transitions: Vec<TransitionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LevelView {
+    pub location: String,
+    pub available: i64,
+    pub incoming: Option<i64>,
+    pub incoming_at: Option<String>,
+    pub available_until: Option<String>,
+    pub observed_at: String,
+    pub sequence: Option<i64>,
+    pub source: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransitionView {
+    /// "in_stock" or "out_of_stock".
+    pub to_state: String,
+    pub quantity: i64,
+    /// What caused it: the stock source, or "catalog" for a threshold change.
+    pub cause: String,
+    pub at: String,
+}
+
+/// A variant by SKU, with its levels per location and its availability history.
+#[utoipa::path(get, path = "/v1/variants/{sku}", tag = "catalog", security(("api_key" = [])),
+    params(("sku" = String, Path, description = "The variant's SKU")),
+    responses((status = 200, body = VariantDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_variant(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    Path(sku): Path<String>,
+) -> ApiResult<Json<VariantDetail>> {
+    let v = app
+        .db
+        .variant_by_sku(store, &sku)
+        .await?
+        .ok_or_else(|| ApiError::not_found("variant"))?;
+    let id = restock_core::ids::VariantId(v.id);
+    let levels = app.db.stock_levels(id).await?;
+    let transitions = app.db.transitions(id).await?;
+    Ok(Json(VariantDetail {
+        variant: v.into(),
+        levels: levels
+            .into_iter()
+            .map(|l| LevelView {
+                location: l.location,
+                available: l.available,
+                incoming: l.incoming,
+                incoming_at: l.incoming_at.map(crate::util::format_ms),
+                available_until: l.available_until.map(crate::util::format_ms),
+                observed_at: crate::util::format_ms(l.observed_at),
+                sequence: l.sequence,
+                source: l.source,
+            })
+            .collect(),
+        transitions: transitions
+            .into_iter()
+            .map(|t| TransitionView {
+                to_state: t.to_state,
+                quantity: t.quantity,
+                cause: t.cause,
+                at: crate::util::format_ms(t.at),
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,115 @@
+//! The HTTP server: one file per resource. Routes are registered through
+//! `utoipa_axum`, so the OpenAPI document served at `/openapi.json` is generated
+//! from the same handlers the router runs and cannot drift from them.
+
+pub mod admin;
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod notifications;
+pub mod ops;
+pub mod rejections;
+pub mod stock;
+pub mod store;
+pub mod storefront;
+pub mod subscriptions;
+pub mod tracking;
+pub mod webhooks;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::get;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::App;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Restock", description = "Back-in-stock notifications: catalog, stock, storefront sign-ups, outbox, tracking."),
+    modifiers(&Security),
+    tags(
+        (name = "catalog", description = "Products, variants, categories and their thresholds"),
+        (name = "stock", description = "Stock updates and restock events"),
+        (name = "webhooks", description = "Signed webhooks from commerce platforms"),
+        (name = "storefront", description = "Public API for the shopper-facing widget"),
+        (name = "demand", description = "Who is waiting"),
+        (name = "outbox", description = "Notifications and their delivery"),
+        (name = "intake", description = "Rejected input and its replay"),
+        (name = "tracking", description = "Signed links in messages"),
+        (name = "store", description = "Store settings"),
+        (name = "admin", description = "Operator API"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The store's API key (rk_...)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The operator's admin_token"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The documented routes, and the OpenAPI document describing them.
+pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(admin::create_store))
+        .routes(routes!(store::get_store, store::update_store))
+        .routes(routes!(catalog::put_category))
+        .routes(routes!(catalog::put_product, catalog::get_product))
+        .routes(routes!(catalog::list_products))
+        .routes(routes!(catalog::get_variant))
+        .routes(routes!(stock::post_stock))
+        .routes(routes!(stock::list_restocks))
+        .routes(routes!(webhooks::shopify_inventory))
+        .routes(routes!(storefront::subscribe, storefront::preflight))
+        .routes(routes!(subscriptions::list_subscriptions))
+        .routes(routes!(notifications::list_notifications))
+        .routes(routes!(notifications::outbox_summary))
+        .routes(routes!(notifications::replay_notification))
+        .routes(routes!(rejections::list_rejections))
+        .routes(routes!(rejections::replay_rejection))
+        .routes(routes!(tracking::click))
+        .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
+        .split_for_parts()
+}
+
+pub fn router(app: App) -> Router {
+    let (routes, doc) = api();
+    let doc = std::sync::Arc::new(doc);
+    routes
+        .route("/openapi.json", get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), store = tracing::field::Empty)
+        }))
+        .with_state(app)
+}

@@ -1,0 +1,145 @@
+//! Stock updates from the merchant's API, and the restock history.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Merchant;
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::app::App;
+use crate::intake;
+use crate::intake::api::{StockItem, parse_batch};
+
+pub const MAX_BATCH: usize = 10_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockBatch {
+    /// Stock items; each is validated on its own, so one bad item does not fail the rest.
+    #[schema(value_type = Vec<StockItem>)]
+    pub items: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedItem {
+    /// Position in the batch.
+    pub index: usize,
+    pub code: String,
+    pub reason: String,
+    /// Where the item is kept for replay (`/v1/rejections/{id}`).
+    pub rejection_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RestockView {
+    pub restock_id: i64,
+    pub sku: String,
+    pub quantity: i64,
+    /// Notifications planned for it.
+    pub planned: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockBatchResult {
+    pub applied: u64,
+    /// Older than what is stored, or a replay: ignored.
+    pub stale: u64,
+    pub rejected: Vec<RejectedItem>,
+    pub restocks: Vec<RestockView>,
+}
+
+/// Apply a batch of stock updates. Idempotent; late, older updates never overwrite newer ones.
+#[utoipa::path(post, path = "/v1/stock", tag = "stock", security(("api_key" = [])), request_body = StockBatch,
+    responses((status = 200, body = StockBatchResult), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn post_stock(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    ApiJson(batch): ApiJson<StockBatch>,
+) -> ApiResult<Json<StockBatchResult>> {
+    if batch.items.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("at most {MAX_BATCH} items per batch; split it"),
+        ));
+    }
+    let (updates, rejected) = parse_batch(store, &batch.items, app.now());
+    let parse_rejections: Vec<_> = rejected.iter().map(|(_, r)| r.clone()).collect();
+    let out = intake::apply(&app, store, "api", &updates, &parse_rejections).await?;
+    // Rejection ids come back in insertion order: unknown SKUs first, then parse failures.
+    let (unknown_ids, parse_ids) = out.rejection_ids.split_at(out.unknown_sku.len());
+    // Map parsed-update positions back to batch positions.
+    let parsed_positions: Vec<usize> = (0..batch.items.len())
+        .filter(|i| !rejected.iter().any(|(j, _)| j == i))
+        .collect();
+    let mut items: Vec<RejectedItem> = rejected
+        .into_iter()
+        .zip(parse_ids)
+        .map(|((index, r), id)| RejectedItem {
+            index,
+            code: r.reason_code,
+            reason: r.reason,
+            rejection_id: *id,
+        })
+        .collect();
+    for (k, id) in out.unknown_sku.iter().zip(unknown_ids) {
+        let sku = updates[*k].sku.as_str();
+        items.push(RejectedItem {
+            index: parsed_positions[*k],
+            code: "unknown_sku".into(),
+            reason: format!("no variant with SKU {sku:?} in this store"),
+            rejection_id: *id,
+        });
+    }
+    items.sort_by_key(|i| i.index);
+    Ok(Json(StockBatchResult {
+        applied: out.applied,
+        stale: out.stale,
+        rejected: items,
+        restocks: out
+            .restocks
+            .into_iter()
+            .map(|r| RestockView {
+                restock_id: r.event_id.0,
+                sku: r.sku,
+                quantity: r.quantity,
+                planned: r.planned,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RestockEventView {
+    pub id: i64,
+    pub sku: String,
+    pub quantity: i64,
+    pub available_until: Option<String>,
+    pub planned: i64,
+    pub at: String,
+}
+
+/// Recent restock events, newest first.
+#[utoipa::path(get, path = "/v1/restocks", tag = "stock", security(("api_key" = [])),
+    responses((status = 200, body = Vec<RestockEventView>), (status = 401, body = ErrorBody)))]
+pub async fn list_restocks(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+) -> ApiResult<Json<Vec<RestockEventView>>> {
+    let rows = app.db.restock_events(store, 100).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| RestockEventView {
+                id: r.id,
+                sku: r.sku,
+                quantity: r.quantity,
+                available_until: r.available_until.map(crate::util::format_ms),
+                planned: r.planned_count,
+                at: crate::util::format_ms(r.created_at),
+            })
+            .collect(),
+    ))
+}

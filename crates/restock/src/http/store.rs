@@ -1,0 +1,99 @@
+//! The calling merchant's store settings.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Merchant;
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::app::App;
+use crate::storage::stores::{StoreRow, StoreSettingsUpdate};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreBody {
+    pub id: i64,
+    pub name: String,
+    pub slug: String,
+    pub publishable_key: String,
+    pub allowed_origins: Vec<String>,
+    /// A variant at or below this many units is out of stock (store-wide default).
+    pub min_stock: i64,
+    /// Alerts go out only when the available quantity exceeds this.
+    pub notify_threshold: i64,
+    pub shopify_connected: bool,
+}
+
+impl From<StoreRow> for StoreBody {
+    fn from(s: StoreRow) -> Self {
+        StoreBody {
+            allowed_origins: s.origins(),
+            id: s.id,
+            name: s.name,
+            slug: s.slug,
+            publishable_key: s.publishable_key,
+            min_stock: s.min_stock,
+            notify_threshold: s.notify_threshold,
+            shopify_connected: s.shopify_secret.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStore {
+    pub name: Option<String>,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    pub allowed_origins: Option<Vec<String>>,
+    /// Shopify webhook secret; an empty string disconnects Shopify.
+    pub shopify_secret: Option<String>,
+}
+
+/// The store's settings.
+#[utoipa::path(get, path = "/v1/store", tag = "store", security(("api_key" = [])),
+    responses((status = 200, body = StoreBody), (status = 401, body = ErrorBody)))]
+pub async fn get_store(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+) -> ApiResult<Json<StoreBody>> {
+    let row = app
+        .db
+        .store(store)
+        .await?
+        .ok_or_else(|| ApiError::not_found("store"))?;
+    Ok(Json(row.into()))
+}
+
+/// Change thresholds, allowed origins or the Shopify secret.
+#[utoipa::path(patch, path = "/v1/store", tag = "store", security(("api_key" = [])), request_body = UpdateStore,
+    responses((status = 200, body = StoreBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_store(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    ApiJson(req): ApiJson<UpdateStore>,
+) -> ApiResult<Json<StoreBody>> {
+    if req.min_stock.is_some_and(|v| v < 0) || req.notify_threshold.is_some_and(|v| v < 0) {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "thresholds must not be negative",
+        ));
+    }
+    let origins = req
+        .allowed_origins
+        .as_deref()
+        .map(super::admin::parse_origins)
+        .transpose()?;
+    let update = StoreSettingsUpdate {
+        name: req.name.filter(|n| !n.trim().is_empty()),
+        min_stock: req.min_stock,
+        notify_threshold: req.notify_threshold,
+        allowed_origins: origins,
+        shopify_secret: req
+            .shopify_secret
+            .map(|s| Some(s).filter(|s| !s.is_empty())),
+    };
+    Ok(Json(
+        app.db.update_store_settings(store, &update).await?.into(),
+    ))
+}

@@ -1,0 +1,216 @@
+//! The public storefront API the "Notify me" widget calls from shoppers' browsers.
+//!
+//! Authenticated by the store's publishable key in the path (safe to embed in
+//! pages); browsers may call it only from the merchant's configured origins (CORS).
+//! Requests without an `Origin` header (server to server) are allowed.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use restock_core::ids::{ProductId, VariantId};
+use restock_core::values::Email;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::app::App;
+use crate::storage::demand::{SubscribeOutcome, Target};
+use crate::storage::stores::StoreRow;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRequest {
+    pub email: String,
+    /// Subscribe to this variant...
+    pub sku: Option<String>,
+    /// ...or to any variant of this product (the merchant's product id).
+    pub product: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscribeResponse {
+    /// "created", or "merged" when the shopper was already signed up for it.
+    pub status: String,
+}
+
+/// The CORS headers for `origin` if the store allows it; `Err` if it does not.
+fn cors(
+    store: &StoreRow,
+    headers: &HeaderMap,
+) -> Result<Vec<(header::HeaderName, HeaderValue)>, ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(Vec::new());
+    };
+    let allowed = origin
+        .to_str()
+        .ok()
+        .is_some_and(|o| store.origins().iter().any(|a| a == o));
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin may not call the store's storefront API",
+        ));
+    }
+    Ok(vec![
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()),
+        (header::VARY, HeaderValue::from_static("Origin")),
+    ])
+}
+
+async fn store_for(app: &App, key: &str) -> Result<StoreRow, ApiError> {
+    app.db.store_by_publishable_key(key).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_store",
+            "unknown publishable key",
+        )
+    })
+}
+
+/// CORS preflight for the subscribe endpoint.
+#[utoipa::path(options, path = "/storefront/v1/{publishable_key}/subscriptions", tag = "storefront",
+    params(("publishable_key" = String, Path)),
+    responses((status = 204, description = "origin allowed"), (status = 403, body = ErrorBody)))]
+pub async fn preflight(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let store = match store_for(&app, &key).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    match cors(&store, &headers) {
+        Ok(mut h) => {
+            h.push((
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("POST, OPTIONS"),
+            ));
+            h.push((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type"),
+            ));
+            h.push((
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            ));
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            resp.headers_mut().extend(h);
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Sign a shopper up for a back-in-stock alert. A repeated sign-up is merged.
+#[utoipa::path(post, path = "/storefront/v1/{publishable_key}/subscriptions", tag = "storefront",
+    params(("publishable_key" = String, Path)),
+    request_body = SubscribeRequest,
+    responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse, description = "merged"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "in_stock"), (status = 422, body = ErrorBody)))]
+pub async fn subscribe(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<ApiJson<SubscribeRequest>, ApiError>,
+) -> Response {
+    let store = match store_for(&app, &key).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let cors_headers = match cors(&store, &headers) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    let result = async {
+        let ApiJson(req) = body?;
+        subscribe_inner(&app, &store, req).await
+    }
+    .await;
+    let mut resp = match result {
+        Ok((status, body)) => (status, axum::Json(body)).into_response(),
+        Err(e) => e.into_response(),
+    };
+    // Errors carry CORS headers too, so the widget can read the reason.
+    resp.headers_mut().extend(cors_headers);
+    resp
+}
+
+async fn subscribe_inner(
+    app: &App,
+    store: &StoreRow,
+    req: SubscribeRequest,
+) -> Result<(StatusCode, SubscribeResponse), ApiError> {
+    let email = Email::parse(&req.email)
+        .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
+    let target = match (req.sku.as_deref(), req.product.as_deref()) {
+        (Some(sku), None) => {
+            let v = app
+                .db
+                .variant_by_sku(store.store_id(), sku)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unprocessable("unknown_sku", format!("no variant with SKU {sku:?}"))
+                })?;
+            if v.in_stock {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "in_stock",
+                    "this variant is in stock: it can be bought now",
+                ));
+            }
+            Target::Variant {
+                product: ProductId(v.product_id),
+                variant: VariantId(v.id),
+            }
+        }
+        (None, Some(product)) => {
+            let p = app
+                .db
+                .product(store.store_id(), product)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unprocessable("unknown_product", format!("no product {product:?}"))
+                })?;
+            if p.variants.iter().any(|v| v.in_stock) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "in_stock",
+                    "a variant of this product is in stock: it can be bought now",
+                ));
+            }
+            Target::Product(ProductId(p.product.id))
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "give exactly one of sku or product",
+            ));
+        }
+    };
+    match app
+        .db
+        .subscribe(store.store_id(), &email, target, "storefront", app.now())
+        .await?
+    {
+        SubscribeOutcome::Created(_) => Ok((
+            StatusCode::CREATED,
+            SubscribeResponse {
+                status: "created".into(),
+            },
+        )),
+        SubscribeOutcome::Merged(_) => Ok((
+            StatusCode::OK,
+            SubscribeResponse {
+                status: "merged".into(),
+            },
+        )),
+        SubscribeOutcome::Suppressed => Err(ApiError::unprocessable(
+            "address_suppressed",
+            "mail to this address bounced before; ask the store to re-enable it",
+        )),
+    }
+}

@@ -1,0 +1,51 @@
+//! Intake: each source's payload becomes the canonical `StockUpdate` in one function
+//! per source, and every source hands it to [`apply`]. What cannot be parsed is kept
+//! as a rejection with its reason.
+
+pub mod api;
+pub mod shopify;
+
+use restock_core::ids::StoreId;
+use restock_core::stock::StockUpdate;
+
+use crate::app::App;
+use crate::storage::rejections::NewRejection;
+use crate::storage::stock::BatchOutcome;
+
+/// Applies parsed updates (and keeps the unparseable ones), then wakes dispatch if
+/// anything was planned.
+pub async fn apply(
+    app: &App,
+    store: StoreId,
+    source: &str,
+    updates: &[StockUpdate],
+    rejected: &[NewRejection],
+) -> Result<BatchOutcome, crate::storage::StorageError> {
+    let out = app
+        .db
+        .apply_stock_batch(store, source, updates, rejected, app.now())
+        .await?;
+    for r in rejected {
+        app.metrics
+            .intake_rejects
+            .with_label_values(&[source, &r.reason_code])
+            .inc();
+    }
+    if !out.unknown_sku.is_empty() {
+        app.metrics
+            .intake_rejects
+            .with_label_values(&[source, "unknown_sku"])
+            .inc_by(out.unknown_sku.len() as u64);
+    }
+    if !out.restocks.is_empty() {
+        app.metrics
+            .restocks
+            .with_label_values(&[source])
+            .inc_by(out.restocks.len() as u64);
+    }
+    if out.restocks.iter().any(|r| r.planned > 0) {
+        app.work_ready.notify_waiters();
+        app.work_ready.notify_one();
+    }
+    Ok(out)
+}

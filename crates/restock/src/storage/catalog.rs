@@ -1,0 +1,318 @@
+//! Catalog: categories, products and their variants, as the merchant gives them.
+
+use std::collections::BTreeMap;
+
+use restock_core::ids::{ProductId, StoreId, VariantId};
+use restock_core::values::{Currency, HttpUrl, Sku};
+
+use super::stock::TxOps;
+use super::{Db, Dialect, Result, with_pool};
+
+#[derive(Debug, Clone)]
+pub struct CategoryInput {
+    pub handle: String,
+    pub name: String,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProductInput {
+    pub external_id: String,
+    pub title: String,
+    pub description: String,
+    pub image_url: Option<HttpUrl>,
+    pub url: HttpUrl,
+    /// Category handle; created on first use.
+    pub category: Option<String>,
+    pub price_minor: i64,
+    pub currency: Currency,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    pub variants: Vec<VariantInput>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VariantInput {
+    pub sku: Sku,
+    pub title: String,
+    pub options: BTreeMap<String, String>,
+    pub price_minor: Option<i64>,
+    pub image_url: Option<HttpUrl>,
+    pub url: Option<HttpUrl>,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    pub inventory_item_id: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProductRow {
+    pub id: i64,
+    pub external_id: String,
+    pub title: String,
+    pub description: String,
+    pub image_url: Option<String>,
+    pub url: String,
+    pub category: Option<String>,
+    pub price_minor: i64,
+    pub currency: String,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VariantRow {
+    pub id: i64,
+    pub product_id: i64,
+    pub sku: String,
+    pub title: String,
+    pub options: String,
+    pub price_minor: Option<i64>,
+    pub image_url: Option<String>,
+    pub url: Option<String>,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    pub inventory_item_id: Option<String>,
+    pub available: i64,
+    pub in_stock: bool,
+    pub available_until: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProductWithVariants {
+    pub product: ProductRow,
+    pub variants: Vec<VariantRow>,
+}
+
+macro_rules! product_columns {
+    () => {
+        "p.id, p.external_id, p.title, p.description, p.image_url, p.url, \
+     c.handle AS category, p.price_minor, p.currency, p.min_stock, p.notify_threshold"
+    };
+}
+macro_rules! variant_columns {
+    () => {
+        "id, product_id, sku, title, options, price_minor, image_url, url, min_stock, \
+     notify_threshold, inventory_item_id, available, in_stock, available_until"
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("SKU {0:?} belongs to another product of this store")]
+    SkuTaken(String),
+    #[error("inventory item {0:?} is already mapped to another variant")]
+    InventoryItemTaken(String),
+    #[error(transparent)]
+    Storage(#[from] super::StorageError),
+}
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(e: sqlx::Error) -> Self {
+        CatalogError::Storage(e.into())
+    }
+}
+
+impl Db {
+    pub async fn upsert_category(&self, store: StoreId, c: &CategoryInput) -> Result<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO categories (store_id, handle, name, min_stock, notify_threshold) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (store_id, handle) DO UPDATE SET name = excluded.name, \
+                   min_stock = excluded.min_stock, notify_threshold = excluded.notify_threshold",
+            )
+            .bind(store.0)
+            .bind(&c.handle)
+            .bind(&c.name)
+            .bind(c.min_stock)
+            .bind(c.notify_threshold)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Creates or replaces a product and upserts its variants (variants not named are
+    /// left as they are). Changed thresholds are judged at once, in the same
+    /// transaction: lowering a threshold can make a variant restock.
+    pub async fn upsert_product(
+        &self,
+        store: StoreId,
+        p: &ProductInput,
+        now: i64,
+    ) -> Result<(ProductId, Vec<super::stock::RestockOutcome>), CatalogError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let category_id: Option<i64> = match &p.category {
+                Some(handle) => {
+                    sqlx::query("INSERT INTO categories (store_id, handle, name) VALUES ($1, $2, $2) ON CONFLICT DO NOTHING")
+                        .bind(store.0)
+                        .bind(handle)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query_scalar("SELECT id FROM categories WHERE store_id = $1 AND handle = $2")
+                        .bind(store.0)
+                        .bind(handle)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
+                None => None,
+            };
+            let product_id: i64 = sqlx::query_scalar(
+                "INSERT INTO products (store_id, external_id, title, description, image_url, url, category_id, \
+                                       price_minor, currency, min_stock, notify_threshold, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (store_id, external_id) DO UPDATE SET title = excluded.title, \
+                   description = excluded.description, image_url = excluded.image_url, url = excluded.url, \
+                   category_id = excluded.category_id, price_minor = excluded.price_minor, \
+                   currency = excluded.currency, min_stock = excluded.min_stock, \
+                   notify_threshold = excluded.notify_threshold, updated_at = excluded.updated_at \
+                 RETURNING id",
+            )
+            .bind(store.0)
+            .bind(&p.external_id)
+            .bind(&p.title)
+            .bind(&p.description)
+            .bind(p.image_url.as_ref().map(|u| u.as_str()))
+            .bind(p.url.as_str())
+            .bind(category_id)
+            .bind(p.price_minor)
+            .bind(p.currency.as_str())
+            .bind(p.min_stock)
+            .bind(p.notify_threshold)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut touched = Vec::new();
+            for v in &p.variants {
+                let owner: Option<i64> = sqlx::query_scalar("SELECT product_id FROM variants WHERE store_id = $1 AND sku = $2")
+                    .bind(store.0)
+                    .bind(v.sku.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if owner.is_some_and(|o| o != product_id) {
+                    return Err(CatalogError::SkuTaken(v.sku.as_str().to_string()));
+                }
+                if let Some(item) = &v.inventory_item_id {
+                    let holder: Option<String> = sqlx::query_scalar(
+                        "SELECT sku FROM variants WHERE store_id = $1 AND inventory_item_id = $2",
+                    )
+                    .bind(store.0)
+                    .bind(item)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if holder.is_some_and(|s| s != v.sku.as_str()) {
+                        return Err(CatalogError::InventoryItemTaken(item.clone()));
+                    }
+                }
+                let options = serde_json::to_string(&v.options).unwrap_or_else(|_| "{}".into());
+                let vid: i64 = sqlx::query_scalar(
+                    "INSERT INTO variants (store_id, product_id, sku, title, options, price_minor, image_url, url, \
+                                           min_stock, notify_threshold, inventory_item_id, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (store_id, sku) DO UPDATE SET title = excluded.title, options = excluded.options, \
+                       price_minor = excluded.price_minor, image_url = excluded.image_url, url = excluded.url, \
+                       min_stock = excluded.min_stock, notify_threshold = excluded.notify_threshold, \
+                       inventory_item_id = excluded.inventory_item_id, updated_at = excluded.updated_at \
+                     RETURNING id",
+                )
+                .bind(store.0)
+                .bind(product_id)
+                .bind(v.sku.as_str())
+                .bind(&v.title)
+                .bind(options)
+                .bind(v.price_minor)
+                .bind(v.image_url.as_ref().map(|u| u.as_str()))
+                .bind(v.url.as_ref().map(|u| u.as_str()))
+                .bind(v.min_stock)
+                .bind(v.notify_threshold)
+                .bind(v.inventory_item_id.as_deref())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                touched.push(vid);
+            }
+            let mut restocks = Vec::new();
+            for vid in touched {
+                if let Some(r) = tx.evaluate_variant(VariantId(vid), "catalog", now).await? {
+                    restocks.push(r);
+                }
+            }
+            tx.commit().await?;
+            Ok((ProductId(product_id), restocks))
+        })
+    }
+
+    pub async fn product(
+        &self,
+        store: StoreId,
+        external_id: &str,
+    ) -> Result<Option<ProductWithVariants>> {
+        with_pool!(self, pool => {
+            let product: Option<ProductRow> = sqlx::query_as(concat!("SELECT ", product_columns!(), " FROM products p LEFT JOIN categories c ON c.id = p.category_id \
+                 WHERE p.store_id = $1 AND p.external_id = $2"))
+            .bind(store.0)
+            .bind(external_id)
+            .fetch_optional(pool)
+            .await?;
+            let Some(product) = product else { return Ok(None) };
+            let variants: Vec<VariantRow> = sqlx::query_as(concat!("SELECT ", variant_columns!(), " FROM variants WHERE product_id = $1 ORDER BY id"))
+            .bind(product.id)
+            .fetch_all(pool)
+            .await?;
+            Ok(Some(ProductWithVariants { product, variants }))
+        })
+    }
+
+    pub async fn products(
+        &self,
+        store: StoreId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ProductRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", product_columns!(), " FROM products p LEFT JOIN categories c ON c.id = p.category_id \
+                 WHERE p.store_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3"))
+            .bind(store.0)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    pub async fn variant_by_sku(&self, store: StoreId, sku: &str) -> Result<Option<VariantRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", variant_columns!(), " FROM variants WHERE store_id = $1 AND sku = $2"))
+            .bind(store.0)
+            .bind(sku)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    pub async fn variant_by_inventory_item(
+        &self,
+        store: StoreId,
+        item: &str,
+    ) -> Result<Option<VariantRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", variant_columns!(), " FROM variants WHERE store_id = $1 AND inventory_item_id = $2"))
+            .bind(store.0)
+            .bind(item)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    pub async fn product_variants(&self, product: ProductId) -> Result<Vec<VariantRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", variant_columns!(), " FROM variants WHERE product_id = $1 ORDER BY id"))
+                .bind(product.0)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! Storage: one set of queries, run on SQLite (embedded default) or PostgreSQL.
+//!
+//! The schema is column-for-column the same on both (see `migrations/`), times are
+//! integer milliseconds and money integer minor units, so the same SQL text serves
+//! both databases. [`with_pool!`] expands a query body once per database with the
+//! concrete pool type, so each backend gets its own compiled implementation while the
+//! SQL lives in one place; the few places where the dialects differ (row locking,
+//! write-transaction start) branch on [`Db::is_postgres`].
+//!
+//! Areas: [`stores`] (stores and keys), [`catalog`], [`stock`] (levels, the state
+//! machine's transitions and restock events, planning), [`demand`] (subscribers and
+//! subscriptions), [`outbox`] (claiming and recording sends), [`tracking`],
+//! [`rejections`] (dead-lettered input).
+
+pub mod catalog;
+pub mod demand;
+pub mod outbox;
+pub mod rejections;
+pub mod stock;
+pub mod stores;
+pub mod tracking;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseConfig;
+
+/// Expands `$body` once per backend with `$pool` bound to the concrete pool.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::storage::Db::Sqlite($pool) => $body,
+            $crate::storage::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// What differs between the two backends, as methods on the pool types so the
+/// bodies [`with_pool!`] expands can call them.
+pub(crate) trait Dialect {
+    type Database: sqlx::Database;
+
+    /// Starts a write transaction. On SQLite this is `BEGIN IMMEDIATE`, so a
+    /// transaction that reads before it writes takes the write lock up front instead
+    /// of failing with "database is locked" when another writer got there first.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Database>>> + Send;
+
+    /// Row-locking suffix for claim queries: PostgreSQL workers skip rows another
+    /// worker holds; SQLite has a single writer, so nothing is needed.
+    fn skip_locked(&self) -> &'static str;
+}
+
+impl Dialect for SqlitePool {
+    type Database = sqlx::Sqlite;
+
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        ""
+    }
+}
+
+impl Dialect for PgPool {
+    type Database = sqlx::Postgres;
+
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        "FOR UPDATE SKIP LOCKED"
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is malformed: {0}")]
+    Malformed(String),
+}
+
+impl StorageError {
+    /// The violated constraint's name, where the database reports one.
+    pub fn unique_violation(&self) -> bool {
+        matches!(self, StorageError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Db {
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Db> {
+        Self::connect_url(config.url.expose_secret(), config.max_connections).await
+    }
+
+    pub async fn connect_url(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = std::path::Path::new(rest.split('?').next().unwrap_or(rest));
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            }
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            anyhow::bail!(
+                "invalid configuration: database.url must start with sqlite:// or postgres://"
+            )
+        }
+    }
+
+    /// A PostgreSQL pool whose connections all use `schema` (tests give each test one).
+    pub async fn connect_postgres_schema(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+    ) -> anyhow::Result<Db> {
+        let admin = PgPool::connect(url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .execute(&admin)
+        .await?;
+        admin.close().await;
+        let opts = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .connect_with(opts)
+            .await?;
+        Ok(Db::Postgres(pool))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        if self.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    /// The instance's secret called `name`, created on first use. Concurrent first
+    /// starts agree: the insert ignores a conflict and everyone reads the winner.
+    pub async fn instance_secret(&self, name: &str) -> Result<String> {
+        let fresh = crate::util::random_token(32);
+        with_pool!(self, pool => {
+            sqlx::query("INSERT INTO instance_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(name)
+                .bind(&fresh)
+                .execute(pool)
+                .await?;
+            let value: String = sqlx::query_scalar("SELECT value FROM instance_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(pool)
+                .await?;
+            Ok(value)
+        })
+    }
+}

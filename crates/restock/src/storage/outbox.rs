@@ -1,0 +1,339 @@
+//! The outbox: claiming due notifications under a lease and recording what happened.
+//!
+//! Workers claim, commit, send, then record — no transaction or row lock is held
+//! across a network call. Every record is fenced by the attempt number it claimed,
+//! so a worker whose lease expired and whose row was taken over cannot overwrite the
+//! newer attempt's outcome.
+
+use restock_core::ids::{NotificationId, StoreId};
+
+use super::{Db, Dialect, Result, with_pool};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub store_id: i64,
+    pub subscription_id: i64,
+    pub subscriber_id: i64,
+    pub restock_event_id: i64,
+    pub variant_id: i64,
+    pub channel: String,
+    pub recipient: String,
+    pub attempts: i32,
+    pub planned_at: i64,
+}
+
+/// Everything a message about one notification shows, read right before sending.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageContext {
+    pub store_name: String,
+    pub product_title: String,
+    pub product_description: String,
+    pub product_image_url: Option<String>,
+    pub product_url: String,
+    pub product_price_minor: i64,
+    pub currency: String,
+    pub sku: String,
+    pub variant_title: String,
+    pub variant_options: String,
+    pub variant_price_minor: Option<i64>,
+    pub variant_image_url: Option<String>,
+    pub variant_url: Option<String>,
+    pub in_stock: bool,
+    pub available: i64,
+    pub available_until: Option<i64>,
+    pub subscription_status: String,
+    pub suppressed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub subscription_id: i64,
+    pub restock_event_id: i64,
+    pub sku: String,
+    pub channel: String,
+    pub recipient: String,
+    pub state: String,
+    pub attempts: i32,
+    pub due_at: i64,
+    pub last_error: Option<String>,
+    pub planned_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+macro_rules! claim_columns {
+    () => {
+        "id, store_id, subscription_id, subscriber_id, restock_event_id, variant_id, channel, \
+     recipient, attempts, planned_at"
+    };
+}
+
+impl Db {
+    /// Returns rows whose lease expired (their worker died) to `pending`.
+    pub async fn reap_expired_leases(&self, now: i64) -> Result<u64> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query(
+                "UPDATE notifications SET state = 'pending', due_at = $1, lease_until = NULL, updated_at = $1 \
+                 WHERE state = 'running' AND lease_until < $1",
+            )
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected())
+        })
+    }
+
+    /// Claims up to `limit` due notifications, oldest first, and commits the claim.
+    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+        with_pool!(self, pool => {
+            // The only dynamic part is the dialect's static locking clause.
+            let sql = format!(
+                "UPDATE notifications SET state = 'running', attempts = attempts + 1, lease_until = $2, updated_at = $1 \
+                 WHERE id IN (SELECT id FROM notifications WHERE state = 'pending' AND due_at <= $1 \
+                              ORDER BY due_at, id LIMIT $3 {}) \
+                 RETURNING {}",
+                pool.skip_locked(),
+                claim_columns!()
+            );
+            let mut rows: Vec<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(now + lease_ms)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
+        })
+    }
+
+    pub async fn message_context(&self, n: &Claimed) -> Result<Option<MessageContext>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT st.name AS store_name, p.title AS product_title, p.description AS product_description, \
+                        p.image_url AS product_image_url, p.url AS product_url, p.price_minor AS product_price_minor, \
+                        p.currency, v.sku, v.title AS variant_title, v.options AS variant_options, \
+                        v.price_minor AS variant_price_minor, v.image_url AS variant_image_url, v.url AS variant_url, \
+                        v.in_stock, v.available, v.available_until, s.status AS subscription_status, b.suppressed_at \
+                 FROM variants v JOIN products p ON p.id = v.product_id JOIN stores st ON st.id = v.store_id \
+                 JOIN subscriptions s ON s.id = $2 JOIN subscribers b ON b.id = s.subscriber_id \
+                 WHERE v.id = $1",
+            )
+            .bind(n.variant_id)
+            .bind(n.subscription_id)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    /// Sent: the notification is done and its subscription fulfilled. Returns false
+    /// if this attempt no longer owns the row.
+    pub async fn record_sent(&self, n: &Claimed, now: i64) -> Result<bool> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let owned = sqlx::query(
+                "UPDATE notifications SET state = 'done', sent_at = $3, lease_until = NULL, last_error = NULL, updated_at = $3 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+            )
+            .bind(n.id)
+            .bind(n.attempts)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if owned {
+                sqlx::query(
+                    "UPDATE subscriptions SET status = 'notified', notified_at = $2, updated_at = $2 \
+                     WHERE id = $1 AND status = 'waiting'",
+                )
+                .bind(n.subscription_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(owned)
+        })
+    }
+
+    /// Back to pending, due again at `due_at`.
+    pub async fn record_retry(
+        &self,
+        n: &Claimed,
+        due_at: i64,
+        error: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.record_state(n, "pending", Some(due_at), error, now)
+            .await
+    }
+
+    /// Terminal states: `failed` (permanent), `dead` (retries exhausted), `skipped`
+    /// (not sendable any more: sold out again, unsubscribed, suppressed).
+    pub async fn record_final(
+        &self,
+        n: &Claimed,
+        state: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.record_state(n, state, None, error, now).await
+    }
+
+    async fn record_state(
+        &self,
+        n: &Claimed,
+        state: &str,
+        due_at: Option<i64>,
+        error: &str,
+        now: i64,
+    ) -> Result<bool> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query(
+                "UPDATE notifications SET state = $3, due_at = COALESCE($4, due_at), lease_until = NULL, \
+                   last_error = $5, updated_at = $6 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+            )
+            .bind(n.id)
+            .bind(n.attempts)
+            .bind(state)
+            .bind(due_at)
+            .bind(error)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1)
+        })
+    }
+
+    /// A permanent failure: the notification failed and the address is suppressed,
+    /// with its other pending notifications skipped.
+    pub async fn record_failed_and_suppress(
+        &self,
+        n: &Claimed,
+        error: &str,
+        now: i64,
+    ) -> Result<bool> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let owned = sqlx::query(
+                "UPDATE notifications SET state = 'failed', lease_until = NULL, last_error = $3, updated_at = $4 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+            )
+            .bind(n.id)
+            .bind(n.attempts)
+            .bind(error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if owned {
+                sqlx::query("UPDATE subscribers SET suppressed_at = $2, suppressed_reason = $3 WHERE id = $1")
+                    .bind(n.subscriber_id)
+                    .bind(now)
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE notifications SET state = 'skipped', last_error = 'address suppressed', updated_at = $2 \
+                     WHERE subscriber_id = $1 AND state = 'pending'",
+                )
+                .bind(n.subscriber_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(owned)
+        })
+    }
+
+    pub async fn notifications(
+        &self,
+        store: StoreId,
+        state: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT n.id, n.subscription_id, n.restock_event_id, v.sku, n.channel, n.recipient, n.state, \
+                        n.attempts, n.due_at, n.last_error, n.planned_at, n.sent_at \
+                 FROM notifications n JOIN variants v ON v.id = n.variant_id \
+                 WHERE n.store_id = $1 AND ($2 IS NULL OR n.state = $2) AND n.id > $3 ORDER BY n.id LIMIT $4",
+            )
+            .bind(store.0)
+            .bind(state)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// Puts a dead or failed notification back in the queue with a fresh set of
+    /// attempts. Replaying a failed one is the operator vouching for the address, so
+    /// its suppression is lifted. Returns the state after the call, `None` if the
+    /// store has no such notification.
+    pub async fn replay_notification(
+        &self,
+        store: StoreId,
+        id: NotificationId,
+        now: i64,
+    ) -> Result<Option<String>> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let row: Option<(String, i64)> = sqlx::query_as(
+                "SELECT state, subscriber_id FROM notifications WHERE id = $1 AND store_id = $2",
+            )
+            .bind(id.0)
+            .bind(store.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((state, subscriber)) = row else { return Ok(None) };
+            if state != "dead" && state != "failed" {
+                return Ok(Some(state));
+            }
+            if state == "failed" {
+                sqlx::query("UPDATE subscribers SET suppressed_at = NULL, suppressed_reason = NULL WHERE id = $1")
+                    .bind(subscriber)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE notifications SET state = 'pending', attempts = 0, due_at = $2, lease_until = NULL, updated_at = $2 \
+                 WHERE id = $1",
+            )
+            .bind(id.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some("pending".into()))
+        })
+    }
+
+    /// Notification counts by state, for one store or (None) the whole instance.
+    pub async fn outbox_depth(&self, store: Option<StoreId>) -> Result<Vec<(String, i64)>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT state, COUNT(*) FROM notifications WHERE ($1 IS NULL OR store_id = $1) GROUP BY state ORDER BY state",
+            )
+            .bind(store.map(|s| s.0))
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// The earliest time a pending notification is due, for the worker's sleep.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM notifications WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?)
+        })
+    }
+}

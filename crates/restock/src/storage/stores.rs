@@ -1,0 +1,187 @@
+//! Stores, their API keys and settings. Every other row belongs to a store.
+
+use restock_core::ids::StoreId;
+
+use super::{Db, Dialect, Result, with_pool};
+use crate::util::{random_token, sha256_hex};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoreRow {
+    pub id: i64,
+    pub name: String,
+    pub slug: String,
+    pub publishable_key: String,
+    pub shopify_secret: Option<String>,
+    pub allowed_origins: String,
+    pub min_stock: i64,
+    pub notify_threshold: i64,
+    pub created_at: i64,
+}
+
+impl StoreRow {
+    pub fn store_id(&self) -> StoreId {
+        StoreId(self.id)
+    }
+
+    pub fn origins(&self) -> Vec<String> {
+        serde_json::from_str(&self.allowed_origins).unwrap_or_default()
+    }
+}
+
+/// A new store with its credentials. The API key exists only here: storage keeps
+/// its hash.
+#[derive(Debug, Clone)]
+pub struct CreatedStore {
+    pub store: StoreRow,
+    pub api_key: String,
+}
+
+pub struct NewStore<'a> {
+    pub name: &'a str,
+    pub slug: &'a str,
+    pub allowed_origins: &'a [String],
+    pub shopify_secret: Option<&'a str>,
+}
+
+macro_rules! store_columns {
+    () => {
+        "id, name, slug, publishable_key, shopify_secret, allowed_origins, min_stock, notify_threshold, created_at"
+    };
+}
+
+pub fn new_api_key() -> String {
+    format!("rk_{}", random_token(24))
+}
+
+impl Db {
+    pub async fn create_store(&self, new: NewStore<'_>, now: i64) -> Result<CreatedStore> {
+        let publishable = format!("pk_{}", random_token(18));
+        let api_key = new_api_key();
+        let origins = serde_json::to_string(new.allowed_origins).unwrap_or_else(|_| "[]".into());
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let store: StoreRow = sqlx::query_as(concat!("INSERT INTO stores (name, slug, publishable_key, shopify_secret, allowed_origins, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING ", store_columns!()))
+            .bind(new.name)
+            .bind(new.slug)
+            .bind(&publishable)
+            .bind(new.shopify_secret)
+            .bind(&origins)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO api_keys (store_id, key_hash, prefix, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(store.id)
+                .bind(sha256_hex(&api_key))
+                .bind(&api_key[..8])
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(CreatedStore { store, api_key })
+        })
+    }
+
+    /// Issues another API key for a store (key rotation).
+    pub async fn create_api_key(&self, store: StoreId, now: i64) -> Result<String> {
+        let api_key = new_api_key();
+        with_pool!(self, pool => {
+            sqlx::query("INSERT INTO api_keys (store_id, key_hash, prefix, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(store.0)
+                .bind(sha256_hex(&api_key))
+                .bind(&api_key[..8])
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
+        Ok(api_key)
+    }
+
+    /// The store an API key belongs to, if the key is known and not revoked.
+    pub async fn store_for_api_key(&self, api_key: &str) -> Result<Option<StoreId>> {
+        let hash = sha256_hex(api_key);
+        with_pool!(self, pool => {
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT store_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(&hash)
+            .fetch_optional(pool)
+            .await?;
+            Ok(id.map(StoreId))
+        })
+    }
+
+    pub async fn store(&self, store: StoreId) -> Result<Option<StoreRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", store_columns!(), " FROM stores WHERE id = $1"))
+                .bind(store.0)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    pub async fn store_by_slug(&self, slug: &str) -> Result<Option<StoreRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", store_columns!(), " FROM stores WHERE slug = $1"))
+                .bind(slug)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    pub async fn store_by_publishable_key(&self, key: &str) -> Result<Option<StoreRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", store_columns!(), " FROM stores WHERE publishable_key = $1"))
+                .bind(key)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    pub async fn list_stores(&self) -> Result<Vec<StoreRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", store_columns!(), " FROM stores ORDER BY id"))
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    pub async fn update_store_settings(
+        &self,
+        store: StoreId,
+        settings: &StoreSettingsUpdate,
+    ) -> Result<StoreRow> {
+        let origins = settings
+            .allowed_origins
+            .as_ref()
+            .map(|o| serde_json::to_string(o).unwrap_or_else(|_| "[]".into()));
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("UPDATE stores SET \
+                   name = COALESCE($2, name), \
+                   min_stock = COALESCE($3, min_stock), \
+                   notify_threshold = COALESCE($4, notify_threshold), \
+                   allowed_origins = COALESCE($5, allowed_origins), \
+                   shopify_secret = CASE WHEN $6 THEN $7 ELSE shopify_secret END \
+                 WHERE id = $1 RETURNING ", store_columns!()))
+            .bind(store.0)
+            .bind(settings.name.as_deref())
+            .bind(settings.min_stock)
+            .bind(settings.notify_threshold)
+            .bind(origins)
+            .bind(settings.shopify_secret.is_some())
+            .bind(settings.shopify_secret.clone().flatten())
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StoreSettingsUpdate {
+    pub name: Option<String>,
+    pub min_stock: Option<i64>,
+    pub notify_threshold: Option<i64>,
+    pub allowed_origins: Option<Vec<String>>,
+    /// `Some(None)` disconnects Shopify.
+    pub shopify_secret: Option<Option<String>>,
+}
