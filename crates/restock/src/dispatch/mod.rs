@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use restock_core::ids::NotificationId;
 use restock_core::retry::{Decision, Failure};
 use restock_core::token::Purpose;
 use tokio::sync::Semaphore;
@@ -138,6 +137,7 @@ pub async fn run_worker(app: App, shutdown: CancellationToken) {
             _ = tokio::time::sleep(wait) => {}
         }
     }
+    while tasks.try_join_next().is_some() {}
     let in_flight = tasks.len();
     if in_flight > 0 {
         tracing::info!(
@@ -195,7 +195,8 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
             Outcome::Lost
         })
     };
-    if n.attempts > policy.max_attempts {
+    let attempts = i32::try_from(n.attempts).unwrap_or(i32::MAX);
+    if attempts > policy.max_attempts {
         // Only reachable through lease expiry: the process died mid-send this often.
         return record_final(
             "dead",
@@ -267,7 +268,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         Err(failure) => {
             let jitter: f64 = rand::rng().random();
             tracing::info!(reason = failure.reason(), "send failed");
-            match policy.decide(n.attempts, &failure, now, jitter) {
+            match policy.decide(attempts, &failure, now, jitter) {
                 Decision::RetryAt(at) => {
                     Ok(if db.record_retry(n, at, failure.reason(), now).await? {
                         Outcome::Retry
@@ -297,9 +298,4 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
             }
         }
     }
-}
-
-/// The notification id a claimed row stands for.
-pub fn id_of(n: &Claimed) -> NotificationId {
-    NotificationId(n.id)
 }

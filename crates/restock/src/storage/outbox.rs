@@ -19,7 +19,7 @@ pub struct Claimed {
     pub variant_id: i64,
     pub channel: String,
     pub recipient: String,
-    pub attempts: i32,
+    pub attempts: i64,
     pub planned_at: i64,
 }
 
@@ -55,7 +55,7 @@ pub struct NotificationRow {
     pub channel: String,
     pub recipient: String,
     pub state: String,
-    pub attempts: i32,
+    pub attempts: i64,
     pub due_at: i64,
     pub last_error: Option<String>,
     pub planned_at: i64,
