@@ -67,24 +67,36 @@ struct VariantState {
     s_notify: i64,
 }
 
-macro_rules! plan_sql {
+// Planning runs as two statements, one per kind of subscription, each bound to
+// constant ids so it reads only that variant's (or product's) waiting list through
+// its partial index; a single join with an OR lets SQLite fall back to scanning every
+// subscription of the store.
+macro_rules! plan_columns {
     () => {
-        "\
-INSERT INTO notifications (store_id, subscription_id, subscriber_id, restock_event_id, variant_id, \
-                           channel, recipient, state, attempts, due_at, planned_at, updated_at) \
-SELECT s.store_id, s.id, s.subscriber_id, e.id, e.variant_id, 'email', b.email, 'pending', 0, $2, $2, $2 \
-FROM restock_events e \
-JOIN subscriptions s ON s.store_id = e.store_id AND s.status = 'waiting' AND ( \
-       (s.variant_id = e.variant_id) \
-    OR (s.variant_id IS NULL AND s.product_id = e.product_id)) \
-JOIN subscribers b ON b.id = s.subscriber_id AND b.suppressed_at IS NULL \
-WHERE e.id = $1 \
-  AND NOT EXISTS (SELECT 1 FROM notifications n \
-                  WHERE n.subscription_id = s.id AND n.state IN ('pending', 'running')) \
-ORDER BY s.id \
-ON CONFLICT DO NOTHING"
+        "INSERT INTO notifications (store_id, subscription_id, subscriber_id, restock_event_id, variant_id, \
+                                    channel, recipient, state, attempts, due_at, planned_at, updated_at) \
+         SELECT s.store_id, s.id, s.subscriber_id, $1, $2, 'email', b.email, 'pending', 0, $4, $4, $4 \
+         FROM subscriptions s JOIN subscribers b ON b.id = s.subscriber_id AND b.suppressed_at IS NULL "
     };
 }
+macro_rules! plan_not_in_flight {
+    () => {
+        " AND NOT EXISTS (SELECT 1 FROM notifications n \
+                          WHERE n.subscription_id = s.id AND n.state IN ('pending', 'running')) \
+         ORDER BY s.id \
+         ON CONFLICT DO NOTHING"
+    };
+}
+const PLAN_VARIANT_SQL: &str = concat!(
+    plan_columns!(),
+    "WHERE s.variant_id = $2 AND s.status = 'waiting' AND $3 = $3",
+    plan_not_in_flight!()
+);
+const PLAN_PRODUCT_SQL: &str = concat!(
+    plan_columns!(),
+    "WHERE s.product_id = $3 AND s.variant_id IS NULL AND s.status = 'waiting' AND $2 = $2",
+    plan_not_in_flight!()
+);
 
 macro_rules! impl_tx_ops {
     ($db:ty) => {
@@ -178,12 +190,25 @@ macro_rules! impl_tx_ops {
             }
 
             async fn plan_restock(&mut self, event: RestockEventId, now: i64) -> Result<u64> {
-                let planned = sqlx::query(plan_sql!())
-                    .bind(event.0)
-                    .bind(now)
-                    .execute(&mut **self)
-                    .await?
-                    .rows_affected();
+                let Some((variant, product)): Option<(i64, i64)> =
+                    sqlx::query_as("SELECT variant_id, product_id FROM restock_events WHERE id = $1")
+                        .bind(event.0)
+                        .fetch_optional(&mut **self)
+                        .await?
+                else {
+                    return Ok(0);
+                };
+                let mut planned = 0;
+                for sql in [PLAN_VARIANT_SQL, PLAN_PRODUCT_SQL] {
+                    planned += sqlx::query(sql)
+                        .bind(event.0)
+                        .bind(variant)
+                        .bind(product)
+                        .bind(now)
+                        .execute(&mut **self)
+                        .await?
+                        .rows_affected();
+                }
                 sqlx::query("UPDATE restock_events SET planned_count = planned_count + $2 WHERE id = $1")
                     .bind(event.0)
                     .bind(planned as i64)
