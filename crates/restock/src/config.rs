@@ -88,7 +88,15 @@ impl Config {
 
     /// Defaults with overrides given as TOML text (tests and the demo use this).
     pub fn from_defaults_and(overrides: &str) -> anyhow::Result<Config> {
-        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overrides)))
+        Self::from_layers(&[overrides])
+    }
+
+    /// Defaults, then each TOML text in turn, later ones winning.
+    pub fn from_layers(layers: &[&str]) -> anyhow::Result<Config> {
+        let fig = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |fig, layer| fig.merge(Toml::string(layer)));
+        Self::from_figment(fig)
     }
 
     fn from_figment(fig: Figment) -> anyhow::Result<Config> {

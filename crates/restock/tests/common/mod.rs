@@ -138,13 +138,13 @@ impl TestApp {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Config::from_defaults_and(&format!(
+        let base = format!(
             "public_url = \"http://{addr}\"\nadmin_token = \"operator-secret\"\n\
              [email]\ntransport = \"file\"\nfile_dir = \"{}\"\nfrom = \"Shop <alerts@shop.example>\"\n\
-             [dispatch]\nenabled = false\n{extra_config}",
+             [dispatch]\nenabled = false\n",
             outbox_dir.display()
-        ))
-        .expect("test config");
+        );
+        let config = Config::from_layers(&[&base, extra_config]).expect("test config");
         let email = EmailChannel::Transport(Arc::new(
             EmailTransport::from_config(&config.email).expect("email transport"),
         ));
