@@ -79,10 +79,15 @@ macro_rules! plan_columns {
          FROM subscriptions s JOIN subscribers b ON b.id = s.subscriber_id AND b.suppressed_at IS NULL "
     };
 }
+// `LIMIT 1 OFFSET 0` keeps the in-flight check a per-subscription index probe:
+// without it PostgreSQL, lacking statistics on freshly loaded tables, turns NOT
+// EXISTS into an anti-join that rereads every in-flight row (including the ones
+// this statement is inserting) for each subscriber — quadratic in the waiting list.
 macro_rules! plan_not_in_flight {
     () => {
         " AND NOT EXISTS (SELECT 1 FROM notifications n \
-                          WHERE n.subscription_id = s.id AND n.state IN ('pending', 'running')) \
+                          WHERE n.subscription_id = s.id AND n.state IN ('pending', 'running') \
+                          LIMIT 1 OFFSET 0) \
          ORDER BY s.id \
          ON CONFLICT DO NOTHING"
     };
