@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use restock::config::Config;
 use restock::storage::Db;
+use restock::storage::outbox::Replay;
 use restock::storage::stores::NewStore;
 use tokio_util::sync::CancellationToken;
 
@@ -215,8 +216,8 @@ async fn main() -> anyhow::Result<()> {
                         .await?
                     {
                         None => anyhow::bail!("store {slug} has no notification {id}"),
-                        Some(s) if s == "pending" => println!("notification {id} queued again"),
-                        Some(s) => anyhow::bail!(
+                        Some(Replay::Queued) => println!("notification {id} queued again"),
+                        Some(Replay::NotReplayable(s)) => anyhow::bail!(
                             "notification {id} is {s}; only dead or failed ones can be replayed"
                         ),
                     }

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Merchant;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::app::App;
-use crate::storage::outbox::NotificationRow;
+use crate::storage::outbox::{NotificationRow, Replay};
 
 const STATES: [&str; 6] = ["pending", "running", "done", "failed", "dead", "skipped"];
 
@@ -93,11 +93,14 @@ pub async fn replay_notification(
         .await?
     {
         None => Err(ApiError::not_found("notification")),
-        Some(state) if state == "pending" => {
+        Some(Replay::Queued) => {
             app.work_ready.notify_one();
-            Ok(Json(ReplayResult { id, state }))
+            Ok(Json(ReplayResult {
+                id,
+                state: "pending".into(),
+            }))
         }
-        Some(state) => Err(ApiError::new(
+        Some(Replay::NotReplayable(state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_replayable",
             format!("only dead or failed notifications can be replayed; this one is {state}"),

@@ -23,6 +23,15 @@ pub struct Claimed {
     pub planned_at: i64,
 }
 
+/// What replaying a notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Back in the queue with fresh attempts.
+    Queued,
+    /// Only dead or failed notifications are replayed; this one is in that state.
+    NotReplayable(String),
+}
+
 /// Everything a message about one notification shows, read right before sending.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MessageContext {
@@ -276,14 +285,13 @@ impl Db {
 
     /// Puts a dead or failed notification back in the queue with a fresh set of
     /// attempts. Replaying a failed one is the operator vouching for the address, so
-    /// its suppression is lifted. Returns the state after the call, `None` if the
-    /// store has no such notification.
+    /// its suppression is lifted. `None` if the store has no such notification.
     pub async fn replay_notification(
         &self,
         store: StoreId,
         id: NotificationId,
         now: i64,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Replay>> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let row: Option<(String, i64)> = sqlx::query_as(
@@ -295,7 +303,7 @@ impl Db {
             .await?;
             let Some((state, subscriber)) = row else { return Ok(None) };
             if state != "dead" && state != "failed" {
-                return Ok(Some(state));
+                return Ok(Some(Replay::NotReplayable(state)));
             }
             if state == "failed" {
                 sqlx::query("UPDATE subscribers SET suppressed_at = NULL, suppressed_reason = NULL WHERE id = $1")
@@ -312,7 +320,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(Some("pending".into()))
+            Ok(Some(Replay::Queued))
         })
     }
 

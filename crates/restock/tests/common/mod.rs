@@ -3,6 +3,8 @@
 //! explicitly and time controlled through a manual clock.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::sync::Arc;
 
 use restock::App;
