@@ -95,7 +95,9 @@ impl Config {
     pub fn from_layers(layers: &[&str]) -> anyhow::Result<Config> {
         let fig = layers
             .iter()
-            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |fig, layer| fig.merge(Toml::string(layer)));
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |fig, layer| {
+                fig.merge(Toml::string(layer))
+            });
         Self::from_figment(fig)
     }
 
