@@ -96,14 +96,14 @@ impl TestDb {
     /// Drops the PostgreSQL schema (call at the end of a passing test).
     pub async fn cleanup(&self) {
         self.db.close().await;
-        if let Some(schema) = &self.schema {
-            if let Ok(admin) = sqlx::PgPool::connect(&pg_url()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA \"{schema}\" CASCADE"
-                )))
-                .execute(&admin)
-                .await;
-            }
+        if let Some(schema) = &self.schema
+            && let Ok(admin) = sqlx::PgPool::connect(&pg_url()).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
+            .execute(&admin)
+            .await;
         }
     }
 }
