@@ -13,6 +13,7 @@ use crate::config::Config;
 const DEMO_DIR: &str = "restock-demo";
 
 pub async fn run() -> anyhow::Result<()> {
+    let started = std::time::SystemTime::now();
     // The demo owns restock-demo/; start it clean so every run tells the same story.
     let _ = std::fs::remove_dir_all(DEMO_DIR);
     let admin_token = crate::util::random_token(16);
@@ -31,7 +32,7 @@ pub async fn run() -> anyhow::Result<()> {
     let server = tokio::spawn(crate::run(app, listener, shutdown.clone()));
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    let result = story(&http, &base, &admin_token).await;
+    let result = story(&http, &base, &admin_token, started).await;
     shutdown.cancel();
     server.await??;
     result
@@ -47,7 +48,12 @@ async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-async fn story(http: &reqwest::Client, base: &str, admin_token: &str) -> anyhow::Result<()> {
+async fn story(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    started: std::time::SystemTime,
+) -> anyhow::Result<()> {
     println!("Restock demo — server at {base}, database {DEMO_DIR}/restock.db\n");
     let store = call(
         http.post(format!("{base}/admin/stores"))
@@ -180,9 +186,15 @@ async fn story(http: &reqwest::Client, base: &str, admin_token: &str) -> anyhow:
             n["sku"].as_str().unwrap_or("?")
         );
     }
+    // This run's messages only; the folder keeps earlier runs' too.
     let mut files: Vec<_> = std::fs::read_dir("outbox")
         .map(|d| {
             d.filter_map(Result::ok)
+                .filter(|e| {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t >= started)
+                })
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "eml"))
                 .collect()
@@ -191,11 +203,10 @@ async fn story(http: &reqwest::Client, base: &str, admin_token: &str) -> anyhow:
     files.sort();
     let cwd = std::env::current_dir()?;
     println!(
-        "\nThe messages are readable .eml files in {}/outbox ({} in all, including earlier runs):",
-        cwd.display(),
-        files.len()
+        "\nThe messages are readable .eml files in {}/outbox:",
+        cwd.display()
     );
-    for f in files.iter().rev().take(3) {
+    for f in &files {
         println!("   {}", f.display());
     }
     println!("\nRun `restock serve` to run it for real; the API is described at /openapi.json.");
