@@ -320,18 +320,25 @@ impl Db {
                     out.rejection_ids.push(id);
                     continue;
                 };
-                let stored: Option<(i64, Option<i64>)> = sqlx::query_as(
-                    "SELECT observed_at, sequence FROM stock_levels WHERE variant_id = $1 AND location = $2",
+                let stored: Option<(i64, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT observed_at, sequence, available FROM stock_levels WHERE variant_id = $1 AND location = $2",
                 )
                 .bind(vid)
                 .bind(&u.location)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some((observed_at_ms, sequence)) = stored
-                    && !u.version.is_newer(&Version { observed_at_ms, sequence })
-                {
-                    out.stale += 1;
-                    continue;
+                // Stale: older than what is stored, or the same version with the same
+                // quantity (a replay). The same version with a different quantity
+                // comes from a source whose clock is coarser than its updates (or
+                // from two receipt-stamped updates in one millisecond): the one
+                // received later wins.
+                if let Some((observed_at_ms, sequence, available)) = stored {
+                    let stored_version = Version { observed_at_ms, sequence };
+                    let replay = u.version == stored_version && u.available == available;
+                    if replay || (u.version != stored_version && !u.version.is_newer(&stored_version)) {
+                        out.stale += 1;
+                        continue;
+                    }
                 }
                 sqlx::query(
                     "INSERT INTO stock_levels (variant_id, location, store_id, available, incoming, incoming_at, \
