@@ -113,9 +113,19 @@ pub async fn run_worker(app: App, shutdown: CancellationToken) {
         };
         let got_work = !claimed.is_empty();
         for n in claimed {
-            let permit = tokio::select! {
-                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = shutdown.cancelled() => break,
+            // Claims never exceed the free slots, so a slot is there; if shutdown has
+            // begun (or a slot is somehow missing) the claim goes back to the queue
+            // instead of sitting leased until the lease expires.
+            let permit = if shutdown.is_cancelled() {
+                None
+            } else {
+                sem.clone().try_acquire_owned().ok()
+            };
+            let Some(permit) = permit else {
+                if let Err(e) = app.db.release_claim(&n, app.now()).await {
+                    tracing::warn!(error = %e, id = n.id, "releasing a claim");
+                }
+                continue;
             };
             let app = app.clone();
             tasks.spawn(async move {

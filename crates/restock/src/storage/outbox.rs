@@ -166,6 +166,23 @@ impl Db {
         })
     }
 
+    /// Gives a claim back unattempted (the worker is stopping).
+    pub async fn release_claim(&self, n: &Claimed, now: i64) -> Result<bool> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query(
+                "UPDATE notifications SET state = 'pending', attempts = attempts - 1, lease_until = NULL, updated_at = $3 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+            )
+            .bind(n.id)
+            .bind(n.attempts)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1)
+        })
+    }
+
     /// Back to pending, due again at `due_at`.
     pub async fn record_retry(
         &self,

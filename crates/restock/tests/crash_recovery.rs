@@ -1,0 +1,318 @@
+//! The real binary, killed mid-dispatch: nothing is lost and nothing is planned
+//! twice. And a graceful stop lets sends in flight finish.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb};
+use restock::storage::stores::NewStore;
+use restock_core::ids::StoreId;
+use serde_json::{Value, json};
+
+const CONCURRENCY: usize = 2;
+
+/// A running `restock serve`; killed on drop so a failing test leaves nothing behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    db: TestDb,
+    config: PathBuf,
+    outbox: PathBuf,
+    base: String,
+    api_key: String,
+    store: StoreId,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Setup {
+    async fn new(backend: Backend) -> Setup {
+        let db = TestDb::new(backend).await;
+        let port = free_port();
+        let outbox = db.dir.path().join("outbox");
+        let config = db.dir.path().join("restock.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+                 [database]\nurl = \"{}\"\n\
+                 [email]\ntransport = \"file\"\nfile_dir = \"{}\"\n\
+                 [dispatch]\nconcurrency = {CONCURRENCY}\nbatch_size = 10\nlease_secs = 2\npoll_interval_ms = 100\n",
+                db.url,
+                outbox.display()
+            ),
+        )
+        .expect("write config");
+        let created = db
+            .db
+            .create_store(
+                NewStore {
+                    name: "Crash",
+                    slug: "crash",
+                    allowed_origins: &[],
+                    shopify_secret: None,
+                },
+                0,
+            )
+            .await
+            .expect("store");
+        Setup {
+            store: created.store.store_id(),
+            api_key: created.api_key,
+            db,
+            config,
+            outbox,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn start(&self) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_restock"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("RESTOCK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start restock serve");
+        let server = Server(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await
+                && r.status() == 200
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "restock serve did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.expect("json")
+    }
+
+    /// Catalog, S-42 sold out, `n` shoppers waiting; then the restock. Returns the
+    /// restock event id.
+    async fn restock_with_waiters(&self, n: u64) -> i64 {
+        self.call(
+            reqwest::Method::PUT,
+            "/v1/products/shoe",
+            common::shoe_product(),
+        )
+        .await;
+        self.call(reqwest::Method::POST, "/v1/stock", json!({"items": [{"sku": "S-42", "available": 0, "observed_at": "2026-01-01T00:00:00Z"}]}))
+            .await;
+        let v = self
+            .db
+            .db
+            .variant_by_sku(self.store, "S-42")
+            .await
+            .expect("query")
+            .expect("variant");
+        self.db
+            .db
+            .bench_seed_waiting_list(self.store, v.product_id, v.id, n)
+            .await
+            .expect("seed");
+        let r = self
+            .call(reqwest::Method::POST, "/v1/stock", json!({"items": [{"sku": "S-42", "available": 5000, "observed_at": "2026-01-01T00:00:01Z"}]}))
+            .await;
+        assert_eq!(r["restocks"][0]["planned"], n, "{r}");
+        r["restocks"][0]["restock_id"].as_i64().expect("restock id")
+    }
+
+    fn files(&self) -> usize {
+        std::fs::read_dir(&self.outbox)
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the files count reaches `at_least`.
+    async fn wait_for_files(&self, at_least: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = self.files();
+            if n >= at_least {
+                return n;
+            }
+            assert!(Instant::now() < deadline, "only {n} messages written");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn wait_until_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let o = self
+                .call(reqwest::Method::GET, "/v1/outbox", json!(null))
+                .await;
+            if o["pending"] == 0 && o["running"] == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "delivery did not finish: {o}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn recipients(&self) -> Vec<String> {
+        let mut r: Vec<String> = std::fs::read_dir(&self.outbox)
+            .expect("outbox")
+            .map(|e| recipient(&e.expect("entry").path()))
+            .collect();
+        r.sort();
+        r
+    }
+
+    async fn counts(&self, event: i64) -> (i64, i64, i64, i64) {
+        let sql = "SELECT COUNT(*), COUNT(DISTINCT subscription_id), \
+                          CAST(COALESCE(SUM(CASE WHEN state = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                          CAST(COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                   FROM notifications WHERE restock_event_id = $1";
+        match &self.db.db {
+            restock::storage::Db::Sqlite(p) => sqlx::query_as(sql).bind(event).fetch_one(p).await,
+            restock::storage::Db::Postgres(p) => sqlx::query_as(sql).bind(event).fetch_one(p).await,
+        }
+        .expect("counts")
+    }
+}
+
+fn recipient(path: &Path) -> String {
+    let raw = std::fs::read(path).expect("read");
+    let msg = mail_parser::MessageParser::default()
+        .parse(&raw)
+        .expect("valid MIME");
+    msg.to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("to")
+        .to_string()
+}
+
+fn expected_recipients(n: u64) -> Vec<String> {
+    let mut v: Vec<String> = (1..=n)
+        .map(|i| format!("shopper{i}@bench.example"))
+        .collect();
+    v.sort();
+    v
+}
+
+both_dbs!(
+    sigkill_mid_dispatch_loses_nothing_and_plans_once,
+    |backend: Backend| async move {
+        const N: u64 = 1500;
+        let s = Setup::new(backend).await;
+        let mut server = s.start().await;
+        let event = s.restock_with_waiters(N).await;
+
+        let seen = s.wait_for_files(N as usize / 10).await;
+        server.0.kill().expect("SIGKILL");
+        server.0.wait().expect("reap");
+        let at_kill = s.files();
+        assert!(
+            at_kill < N as usize,
+            "the kill must land mid-dispatch (saw {seen}, {at_kill} at kill)"
+        );
+        let (_, _, _, running) = s.counts(event).await;
+        eprintln!("killed with {at_kill} of {N} messages written and {running} claims held");
+
+        let _server = s.start().await;
+        s.wait_until_drained().await;
+
+        let (planned, distinct, done, running) = s.counts(event).await;
+        assert_eq!(
+            (planned, distinct),
+            (N as i64, N as i64),
+            "planned exactly once per subscription"
+        );
+        assert_eq!((done, running), (N as i64, 0));
+        let mut got = s.recipients();
+        let total = got.len();
+        got.dedup();
+        assert_eq!(got, expected_recipients(N), "every shopper got the message");
+        // Only a send that finished writing but was not yet recorded when the process
+        // died can go out twice: at most one per worker slot.
+        let duplicates = total - N as usize;
+        eprintln!("duplicates after SIGKILL: {duplicates}");
+        assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates");
+        drop(_server);
+        s.db.cleanup().await;
+    }
+);
+
+both_dbs!(
+    sigterm_lets_in_flight_sends_finish,
+    |backend: Backend| async move {
+        const N: u64 = 800;
+        let s = Setup::new(backend).await;
+        let mut server = s.start().await;
+        let event = s.restock_with_waiters(N).await;
+        s.wait_for_files(N as usize / 10).await;
+
+        let pid = server.0.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(exit) = server.0.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not stop within 30 s of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(exit.success(), "graceful stop exits 0: {exit:?}");
+        let at_stop = s.files();
+        let (planned, _, done, running) = s.counts(event).await;
+        assert_eq!(running, 0, "nothing left claimed after a graceful stop");
+        assert_eq!(
+            done as usize, at_stop,
+            "every message written was recorded as sent"
+        );
+        assert!(at_stop < N as usize, "stopped mid-dispatch");
+        assert_eq!(planned, N as i64);
+
+        let _server = s.start().await;
+        s.wait_until_drained().await;
+        assert_eq!(
+            s.recipients(),
+            expected_recipients(N),
+            "all delivered, none twice"
+        );
+        drop(_server);
+        s.db.cleanup().await;
+    }
+);
