@@ -88,6 +88,8 @@ CREATE TABLE variants (
 CREATE UNIQUE INDEX variants_inventory_item ON variants (store_id, inventory_item_id)
     WHERE inventory_item_id IS NOT NULL;
 CREATE INDEX variants_product ON variants (product_id);
+-- Temporary stock that has run out is re-judged by a sweep; this finds it.
+CREATE INDEX variants_expiring ON variants (available_until) WHERE available_until IS NOT NULL;
 
 CREATE TABLE stock_levels (
     variant_id BIGINT NOT NULL REFERENCES variants(id),

@@ -50,6 +50,7 @@ pub async fn run_pending(app: &App) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
         app.db.reap_expired_leases(app.now()).await?;
+        app.db.expire_temporary_stock(app.now(), 1000).await?;
         let claimed = claim(app).await?;
         if claimed.is_empty() {
             return Ok(total);
@@ -89,9 +90,7 @@ pub async fn run_worker(app: App, shutdown: CancellationToken) {
         let now = app.now();
         if now - last_reap >= 1000 {
             last_reap = now;
-            if let Err(e) = app.db.reap_expired_leases(now).await {
-                tracing::warn!(error = %e, "reaping expired leases");
-            }
+            housekeeping(&app, now).await;
         }
         // Claim no more than there are free slots, so claimed rows do not sit
         // leased while waiting for a slot.
@@ -157,6 +156,17 @@ pub async fn run_worker(app: App, shutdown: CancellationToken) {
     }
     while tasks.join_next().await.is_some() {}
     tracing::info!("dispatch worker stopped");
+}
+
+/// Once a second: take over claims whose worker died, and re-judge variants whose
+/// temporary stock ran out.
+async fn housekeeping(app: &App, now: i64) {
+    if let Err(e) = app.db.reap_expired_leases(now).await {
+        tracing::warn!(error = %e, "reaping expired leases");
+    }
+    if let Err(e) = app.db.expire_temporary_stock(now, 1000).await {
+        tracing::warn!(error = %e, "expiring temporary stock");
+    }
 }
 
 /// Processes one claimed notification end to end. Never panics on data: any

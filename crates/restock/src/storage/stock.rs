@@ -417,6 +417,28 @@ impl Db {
         })
     }
 
+    /// Re-judges variants whose temporary stock has passed its `available_until`, so
+    /// they read as sold out (and take sign-ups again) without waiting for the next
+    /// stock update. Returns how many variants were re-judged.
+    pub async fn expire_temporary_stock(&self, now: i64, limit: i64) -> Result<usize> {
+        with_pool!(self, pool => {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM variants WHERE available_until IS NOT NULL AND available_until <= $1 \
+                 ORDER BY available_until LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            for id in &ids {
+                let mut tx = pool.begin_write().await?;
+                tx.evaluate_variant(VariantId(*id), "expiry", now).await?;
+                tx.commit().await?;
+            }
+            Ok(ids.len())
+        })
+    }
+
     /// Re-plans a restock event (used by tests and operators to prove replanning is
     /// harmless): returns how many new notifications it added.
     pub async fn replan(&self, event: RestockEventId, now: i64) -> Result<u64> {
