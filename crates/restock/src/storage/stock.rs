@@ -450,3 +450,52 @@ impl Db {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The planner must read only the restocked variant's (or product's) waiting list:
+    /// each statement searches its partial index and scans no table.
+    #[tokio::test]
+    async fn planning_reads_only_the_waiting_list() {
+        let dir =
+            std::env::temp_dir().join(format!("restock-plan-{}", crate::util::random_token(6)));
+        let db = Db::connect_url(&format!("sqlite://{}/p.db", dir.display()), 2)
+            .await
+            .expect("db");
+        db.migrate().await.expect("migrate");
+        let Db::Sqlite(pool) = &db else {
+            unreachable!("sqlite")
+        };
+        for (sql, index) in [
+            (PLAN_VARIANT_SQL, "subscriptions_waiting_variant"),
+            (PLAN_PRODUCT_SQL, "subscriptions_waiting_product"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(1_i64)
+                    .bind(1_i64)
+                    .bind(1_i64)
+                    .bind(1_i64)
+                    .fetch_all(pool)
+                    .await
+                    .expect("explain");
+            let steps: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                steps.iter().any(|s| s.contains(index)),
+                "{index} not used: {steps:?}"
+            );
+            assert!(
+                steps.iter().any(|s| s.contains("notifications_in_flight")),
+                "in-flight check is not an index probe: {steps:?}"
+            );
+            assert!(
+                !steps.iter().any(|s| s.starts_with("SCAN")),
+                "a table scan on the hot path: {steps:?}"
+            );
+        }
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
