@@ -56,6 +56,7 @@ pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
+    pub ca_file: PathBuf,
     pub username: String,
     pub password: SecretString,
     pub pool_size: u32,

@@ -7,7 +7,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use restock_core::retry::Failure;
 use secrecy::ExposeSecret;
@@ -45,9 +45,22 @@ impl EmailTransport {
             }
             EmailTransportKind::Smtp => {
                 let s = &c.smtp;
-                let tls_params = || {
-                    TlsParameters::new(s.host.clone()).map_err(|e| {
-                        anyhow::anyhow!("invalid configuration: email.smtp.host for TLS: {e}")
+                let tls_params = || -> anyhow::Result<TlsParameters> {
+                    let mut builder = TlsParameters::builder(s.host.clone());
+                    if !s.ca_file.as_os_str().is_empty() {
+                        let pem = std::fs::read(&s.ca_file).map_err(|e| {
+                            anyhow::anyhow!(
+                                "invalid configuration: email.smtp.ca_file {}: {e}",
+                                s.ca_file.display()
+                            )
+                        })?;
+                        let cert = Certificate::from_pem(&pem).map_err(|e| {
+                            anyhow::anyhow!("invalid configuration: email.smtp.ca_file is not a PEM certificate: {e}")
+                        })?;
+                        builder = builder.add_root_certificate(cert);
+                    }
+                    builder.build_rustls().map_err(|e| {
+                        anyhow::anyhow!("invalid configuration: email.smtp TLS settings: {e}")
                     })
                 };
                 let tls = match s.tls {
@@ -120,14 +133,28 @@ impl EmailTransport {
     }
 }
 
-/// 4xx replies, timeouts and connection trouble are worth retrying; 5xx replies
-/// are the relay's final word about this message or address.
+/// What a relay's answer means for the notification.
+///
+/// - 4xx replies, timeouts and connection trouble are temporary: retry.
+/// - 550, 551 and 553 (and their 5.1.x enhanced codes) say this recipient does not
+///   exist or is not accepted: permanent, and the address is suppressed.
+/// - Any other 5xx (authentication refused, TLS required, a command the relay does
+///   not accept, a policy rejection of the whole message) is about the relay or our
+///   configuration, not the shopper's address. Suppressing every address because a
+///   password is wrong would lose the whole waiting list, so these are retried and,
+///   if they persist, end dead — visible and replayable once the relay is fixed.
 pub fn classify_smtp(e: &lettre::transport::smtp::Error) -> Failure {
     let reason = format!("{e}");
-    if e.is_permanent() {
+    if !e.is_permanent() {
+        return Failure::Retryable { reason };
+    }
+    let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+    if matches!(code.as_str(), "550" | "551" | "553") {
         Failure::Permanent { reason }
     } else {
-        Failure::Retryable { reason }
+        Failure::Retryable {
+            reason: format!("relay refused ({code}): {reason}"),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod smtp;
+pub mod tls_smtp;
 
 use std::sync::Arc;
 
