@@ -72,8 +72,9 @@ pub async fn post_stock(
     // Rejection ids come back in insertion order: unknown SKUs first, then parse failures.
     let (unknown_ids, parse_ids) = out.rejection_ids.split_at(out.unknown_sku.len());
     // Map parsed-update positions back to batch positions.
+    let rejected_at: std::collections::HashSet<usize> = rejected.iter().map(|(i, _)| *i).collect();
     let parsed_positions: Vec<usize> = (0..batch.items.len())
-        .filter(|i| !rejected.iter().any(|(j, _)| j == i))
+        .filter(|i| !rejected_at.contains(i))
         .collect();
     let mut items: Vec<RejectedItem> = rejected
         .into_iter()
