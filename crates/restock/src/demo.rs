@@ -133,6 +133,7 @@ async fn story(
         ("dev@example.com", json!({"sku": "RS-M-BLUE"})),
         ("ana@example.com", json!({"sku": "TR-42-RED"})),
     ];
+    println!("4. Shoppers signed up on the storefront (a repeated sign-up is merged):");
     for (email, target) in &signups {
         let mut body = target.clone();
         body["email"] = json!(email);
@@ -145,20 +146,22 @@ async fn story(
         println!(
             "   {email} asked to be notified about {} -> {}",
             target["sku"].as_str().unwrap_or("?"),
-            r["status"]
+            r["status"].as_str().unwrap_or("?")
         );
     }
-    println!("4. Shoppers signed up on the storefront (the repeated sign-up was merged)");
 
     let r = call(stock(json!([
         {"sku": "TR-42-RED", "available": 12, "location": "warehouse-1"},
         {"sku": "RS-M-BLUE", "available": 3, "available_until": "2030-12-31T23:00:00Z"}
     ])))
     .await?;
+    println!("5. Restock, pushed through the stock API:");
     for rs in r["restocks"].as_array().into_iter().flatten() {
         println!(
-            "5. Restock: {} is back ({} units), {} notification(s) planned",
-            rs["sku"], rs["quantity"], rs["planned"]
+            "   {} is back ({} units), {} notification(s) planned",
+            rs["sku"].as_str().unwrap_or("?"),
+            rs["quantity"],
+            rs["planned"]
         );
     }
 

@@ -21,7 +21,9 @@ fn demo_runs_the_loop_and_writes_readable_messages() {
         "ben@example.com      notified about TR-42-RED",
         "chloe@example.com    notified about RS-M-BLUE",
         "dev@example.com      notified about RS-M-BLUE",
-        "-> \"merged\"",
+        "ana@example.com asked to be notified about TR-42-RED -> merged",
+        "TR-42-RED is back (12 units), 2 notification(s) planned",
+        "RS-M-BLUE is back (3 units), 2 notification(s) planned",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
