@@ -150,10 +150,19 @@ impl Setup {
         r["restocks"][0]["restock_id"].as_i64().expect("restock id")
     }
 
-    fn files(&self) -> usize {
+    /// Finished messages: `.eml` files (a send in progress is a `.eml.partial`).
+    fn eml_paths(&self) -> Vec<std::path::PathBuf> {
         std::fs::read_dir(&self.outbox)
-            .map(|d| d.count())
-            .unwrap_or(0)
+            .map(|d| {
+                d.map(|e| e.expect("entry").path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn files(&self) -> usize {
+        self.eml_paths().len()
     }
 
     /// Waits until the files count reaches `at_least`.
@@ -184,10 +193,7 @@ impl Setup {
     }
 
     fn recipients(&self) -> Vec<String> {
-        let mut r: Vec<String> = std::fs::read_dir(&self.outbox)
-            .expect("outbox")
-            .map(|e| recipient(&e.expect("entry").path()))
-            .collect();
+        let mut r: Vec<String> = self.eml_paths().iter().map(|p| recipient(p)).collect();
         r.sort();
         r
     }

@@ -1,6 +1,7 @@
 //! Email over SMTP (any relay, pooled connections) or, as the embedded default,
 //! readable `.eml` files in a local folder.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -8,7 +9,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use restock_core::retry::Failure;
 use secrecy::ExposeSecret;
 
@@ -17,7 +18,7 @@ use crate::config::{EmailConfig, EmailTransportKind, TlsMode};
 
 pub enum EmailTransport {
     File {
-        transport: AsyncFileTransport<Tokio1Executor>,
+        dir: PathBuf,
         from: Mailbox,
     },
     Smtp {
@@ -38,8 +39,9 @@ impl EmailTransport {
                 std::fs::create_dir_all(&c.file_dir).map_err(|e| {
                     anyhow::anyhow!("cannot create email.file_dir {}: {e}", c.file_dir.display())
                 })?;
+                remove_stale_partials(&c.file_dir);
                 Ok(EmailTransport::File {
-                    transport: AsyncFileTransport::new(&c.file_dir),
+                    dir: c.file_dir.clone(),
                     from,
                 })
             }
@@ -109,13 +111,13 @@ impl EmailTransport {
     pub async fn send(&self, msg: &EmailMessage) -> Result<(), Failure> {
         let message = self.build(msg)?;
         match self {
-            EmailTransport::File { transport, .. } => transport
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| Failure::Retryable {
-                    reason: format!("writing message file: {e}"),
-                }),
+            EmailTransport::File { dir, .. } => {
+                write_eml(dir, message.formatted())
+                    .await
+                    .map_err(|e| Failure::Retryable {
+                        reason: format!("writing message file in {}: {e}", dir.display()),
+                    })
+            }
             EmailTransport::Smtp {
                 transport, timeout, ..
             } => {
@@ -158,6 +160,56 @@ pub fn classify_smtp(e: &lettre::transport::smtp::Error) -> Failure {
     }
 }
 
+/// Suffix of a message file still being written; never a finished message.
+const PARTIAL: &str = ".eml.partial";
+
+/// Writes one message so that the folder only ever holds whole ones: the bytes go to
+/// a partial file, reach the disk, and only then is it renamed to `.eml` (a rename is
+/// atomic) and the folder synced. A crash mid-write leaves at most a `.eml.partial`,
+/// and the notification, not yet recorded as sent, is sent again.
+async fn write_eml(dir: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        let name = format!("{millis}-{}", hex::encode(id));
+        let partial = dir.join(format!("{name}{PARTIAL}"));
+        let done = dir.join(format!("{name}.eml"));
+        let mut f = std::fs::File::create(&partial)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&partial, &done)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Removes partial files a crash left behind (older than a minute, so a second
+/// process writing to the same folder is not disturbed). Their notifications were
+/// never recorded as sent and go out again.
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let stale = e.file_name().to_string_lossy().ends_with(PARTIAL)
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(60));
+        if stale && let Err(err) = std::fs::remove_file(e.path()) {
+            tracing::warn!(path = %e.path().display(), error = %err, "cannot remove partial message file");
+        }
+    }
+}
+
 pub fn build_message(from: &Mailbox, msg: &EmailMessage) -> Result<Message, Failure> {
     let to: Mailbox = msg.to.parse().map_err(|e| Failure::Permanent {
         reason: format!("recipient address {:?}: {e}", msg.to),
@@ -181,4 +233,49 @@ pub fn build_message(from: &Mailbox, msg: &EmailMessage) -> Result<Message, Fail
             msg.html.clone(),
         ))
         .map_err(|e| permanent(format!("building message: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_written_message_is_one_whole_eml_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_eml(dir.path(), b"Subject: hi\r\n\r\nbody\r\n".to_vec())
+            .await
+            .expect("write");
+        let files = names(dir.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].ends_with(".eml"), "{files:?}");
+        let raw = std::fs::read(dir.path().join(&files[0])).expect("read");
+        assert_eq!(raw, b"Subject: hi\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn only_stale_partials_are_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = std::time::SystemTime::now() - Duration::from_secs(300);
+        for (name, modified) in [
+            ("1-old.eml.partial", Some(old)),
+            ("2-fresh.eml.partial", None),
+            ("3-old.eml", Some(old)),
+        ] {
+            let f = std::fs::File::create(dir.path().join(name)).expect("create");
+            if let Some(t) = modified {
+                f.set_modified(t).expect("set mtime");
+            }
+        }
+        remove_stale_partials(dir.path());
+        assert_eq!(names(dir.path()), ["2-fresh.eml.partial", "3-old.eml"]);
+    }
 }
