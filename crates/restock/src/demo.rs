@@ -193,6 +193,7 @@ async fn story(
     let mut files: Vec<_> = std::fs::read_dir("outbox")
         .map(|d| {
             d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
                 .filter(|e| {
                     e.metadata()
                         .and_then(|m| m.modified())

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Backend;
+use common::{Backend, TestDb};
 use std::process::{Command, Output};
 
 fn restock_at(dir: &std::path::Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -30,37 +30,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// An empty database for the binary to migrate: a SQLite file that does not exist
-/// yet, or a new, empty PostgreSQL schema. Returns the URL and the schema to drop.
-async fn empty_database(backend: Backend, dir: &std::path::Path) -> (String, Option<String>) {
-    match backend {
-        Backend::Sqlite => (format!("sqlite://{}/cli.db", dir.display()), None),
-        Backend::Postgres => {
-            let schema = format!(
-                "cli_{}",
-                restock::util::random_token(9)
-                    .to_lowercase()
-                    .replace(['-', '_'], "x")
-            );
-            let admin = sqlx::PgPool::connect(&common::pg_url()).await.expect("pg");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                .execute(&admin)
-                .await
-                .expect("create schema");
-            admin.close().await;
-            (
-                format!("{}?options=-csearch_path%3D{schema}", common::pg_url()),
-                Some(schema),
-            )
-        }
-    }
-}
-
 both_dbs!(
     migrate_create_store_and_keys_are_stored_hashed,
     |backend: Backend| async move {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (url, schema) = empty_database(backend, dir.path()).await;
+        // An empty database for the binary to migrate.
+        let t = TestDb::empty(backend).await;
+        let (dir, url) = (&t.dir, t.url.clone());
         let restock = |dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]| {
             restock_at(dir, &url, args, env)
         };
@@ -103,15 +78,13 @@ both_dbs!(
         assert!(key.starts_with("rk_") && key.len() > 20, "{key}");
 
         // Only the key's hash is stored.
-        let db = restock::storage::Db::connect_url(&url, 2)
-            .await
-            .expect("db");
+        let db = &t.db;
         let store = db.store_for_api_key(&key).await.expect("lookup");
         assert!(store.is_some(), "the printed key authenticates");
-        match &db {
+        match db {
             restock::storage::Db::Sqlite(_) => {
-                let raw = std::fs::read(dir.path().join("cli.db")).expect("db file");
-                let wal = std::fs::read(dir.path().join("cli.db-wal")).unwrap_or_default();
+                let raw = std::fs::read(dir.path().join("restock.db")).expect("db file");
+                let wal = std::fs::read(dir.path().join("restock.db-wal")).unwrap_or_default();
                 let needle = key.as_bytes();
                 let contains = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
                 assert!(
@@ -137,7 +110,6 @@ both_dbs!(
                 assert_eq!(hashed, 1, "the key is stored as its hash");
             }
         }
-        db.close().await;
 
         let out = restock(dir.path(), &["store", "list"], &[]);
         assert!(
@@ -169,14 +141,7 @@ both_dbs!(
             "{}",
             text(&out.stderr)
         );
-        if let Some(schema) = schema {
-            let admin = sqlx::PgPool::connect(&common::pg_url()).await.expect("pg");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA \"{schema}\" CASCADE"
-            )))
-            .execute(&admin)
-            .await;
-        }
+        t.cleanup().await;
     }
 );
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,19 +150,8 @@ impl Setup {
         r["restocks"][0]["restock_id"].as_i64().expect("restock id")
     }
 
-    /// Finished messages: `.eml` files (a send in progress is a `.eml.partial`).
-    fn eml_paths(&self) -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&self.outbox)
-            .map(|d| {
-                d.map(|e| e.expect("entry").path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     fn files(&self) -> usize {
-        self.eml_paths().len()
+        common::eml_files(&self.outbox).len()
     }
 
     /// Waits until the files count reaches `at_least`.
@@ -193,7 +182,10 @@ impl Setup {
     }
 
     fn recipients(&self) -> Vec<String> {
-        let mut r: Vec<String> = self.eml_paths().iter().map(|p| recipient(p)).collect();
+        let mut r: Vec<String> = common::eml_files(&self.outbox)
+            .iter()
+            .map(|p| common::recipient_of(&std::fs::read(p).expect("read eml")))
+            .collect();
         r.sort();
         r
     }
@@ -209,18 +201,6 @@ impl Setup {
         }
         .expect("counts")
     }
-}
-
-fn recipient(path: &Path) -> String {
-    let raw = std::fs::read(path).expect("read");
-    let msg = mail_parser::MessageParser::default()
-        .parse(&raw)
-        .expect("valid MIME");
-    msg.to()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .expect("to")
-        .to_string()
 }
 
 fn expected_recipients(n: u64) -> Vec<String> {

@@ -49,6 +49,32 @@ macro_rules! both_dbs {
     };
 }
 
+/// Finished messages in a file-transport folder, sorted: `.eml` files only (a write
+/// in progress is a `.eml.partial`). None when the folder does not exist yet.
+pub fn eml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The `To` address of a raw message, which must parse as MIME.
+pub fn recipient_of(raw: &[u8]) -> String {
+    mail_parser::MessageParser::default()
+        .parse(raw)
+        .expect("valid MIME")
+        .to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("recipient")
+        .to_string()
+}
+
 /// A fresh, migrated database; the guard removes it.
 pub struct TestDb {
     pub db: Db,
@@ -59,12 +85,18 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new(backend: Backend) -> TestDb {
+        let t = TestDb::empty(backend).await;
+        t.db.migrate().await.expect("migrates");
+        t
+    }
+
+    /// A fresh database with no tables yet (for tests that migrate it themselves).
+    pub async fn empty(backend: Backend) -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}/restock.db", dir.path().display());
                 let db = Db::connect_url(&url, 8).await.expect("sqlite connects");
-                db.migrate().await.expect("migrates");
                 TestDb {
                     db,
                     url,
@@ -82,7 +114,6 @@ impl TestDb {
                 let db = Db::connect_postgres_schema(&pg_url(), &schema, 8)
                     .await
                     .expect("postgres connects");
-                db.migrate().await.expect("migrates");
                 let url = format!("{}?options=-csearch_path%3D{schema}", pg_url());
                 TestDb {
                     db,
@@ -295,18 +326,9 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    /// The .eml files the file transport wrote, parsed.
+    /// The .eml files the file transport wrote, raw.
     pub fn sent_files(&self) -> Vec<Vec<u8>> {
-        let Ok(dir) = std::fs::read_dir(&self.outbox_dir) else {
-            return Vec::new();
-        };
-        let mut files: Vec<_> = dir
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        files.sort();
-        files
+        eml_files(&self.outbox_dir)
             .into_iter()
             .map(|p| std::fs::read(p).expect("read eml"))
             .collect()
@@ -317,16 +339,7 @@ impl TestApp {
         let mut r: Vec<String> = self
             .sent_files()
             .iter()
-            .map(|raw| {
-                let m = mail_parser::MessageParser::default()
-                    .parse(raw)
-                    .expect("valid MIME");
-                m.to()
-                    .and_then(|a| a.first())
-                    .and_then(|a| a.address())
-                    .expect("recipient")
-                    .to_string()
-            })
+            .map(|raw| recipient_of(raw))
             .collect();
         r.sort();
         r
