@@ -12,6 +12,8 @@
 
 pub mod ids;
 pub mod planner;
+pub mod policy;
+pub mod schedule;
 pub mod retry;
 pub mod stock;
 pub mod token;

@@ -120,6 +120,8 @@ pub struct StockUpdate {
     pub sku: crate::values::Sku,
     pub location: String,
     pub available: i64,
+    /// Units of `available` reserved or committed: not for sale.
+    pub reserved: i64,
     pub incoming: Option<i64>,
     pub incoming_at_ms: Option<i64>,
     /// Temporary or seasonal stock: counts as available until then.
@@ -134,13 +136,119 @@ pub struct Level {
     pub version: Version,
 }
 
-/// Applies an update to a location's level: returns the new level if the update is
-/// newer than what is stored (or nothing is stored), `None` if it is stale or a replay.
+/// Whether an incoming level replaces the stored one: it is newer, or it carries the
+/// same version with a different quantity (a source whose clock is coarser than its
+/// updates, or two receipt-stamped updates in one millisecond: the one received later
+/// wins). The same version with the same quantity is a replay and changes nothing.
+/// This is the one ordering rule; storage calls it for every update.
+pub fn supersedes(incoming: &Level, stored: &Level) -> bool {
+    if incoming.version == stored.version {
+        return incoming.available != stored.available;
+    }
+    incoming.version.is_newer(&stored.version)
+}
+
+/// Applies an update to a location's level: returns the new level if it supersedes
+/// what is stored (or nothing is stored), `None` if it is stale or a replay.
 pub fn apply(stored: Option<&Level>, incoming: Level) -> Option<Level> {
     match stored {
-        Some(level) if !incoming.version.is_newer(&level.version) => None,
+        Some(level) if !supersedes(&incoming, level) => None,
         _ => Some(incoming),
     }
+}
+
+/// Whether a variant can fire "back in stock". A variant the merchant sells on
+/// pre-order or back-order can always be bought, so a rising count is not news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryPolicy {
+    /// Sold only from stock: the default.
+    #[default]
+    Deny,
+    Preorder,
+    Backorder,
+}
+
+impl InventoryPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InventoryPolicy::Deny => "deny",
+            InventoryPolicy::Preorder => "preorder",
+            InventoryPolicy::Backorder => "backorder",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "deny" => Some(InventoryPolicy::Deny),
+            "preorder" => Some(InventoryPolicy::Preorder),
+            "backorder" => Some(InventoryPolicy::Backorder),
+            _ => None,
+        }
+    }
+
+    /// Whether a transition to in stock is announced to waiting shoppers.
+    pub fn fires_restock(self) -> bool {
+        self == InventoryPolicy::Deny
+    }
+}
+
+/// What storage knows of one location's level when judging availability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelFacts {
+    pub location: String,
+    pub available: i64,
+    /// Units of `available` already reserved or committed to orders.
+    pub reserved: i64,
+    pub available_until_ms: Option<i64>,
+    pub observed_at_ms: i64,
+}
+
+/// An order line the stock sources may not have seen yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedUnits {
+    pub ordered_at_ms: i64,
+    pub quantity: i64,
+    /// The market the order ships to, if the order said so.
+    pub market: Option<String>,
+}
+
+/// Available to sell in one scope: every location (`locations: None`) or the
+/// locations serving one market.
+///
+/// Per location, what is on hand minus what is reserved (never below zero, so an
+/// oversold location does not eat another's stock); expired temporary stock counts
+/// nothing; incoming stock is not on hand and never counts. From the sum, orders
+/// placed after the newest observation of these locations are subtracted: the
+/// sources have not reported them yet. Orders naming a market count against that
+/// market and the total; orders naming none only against the total. All sums
+/// saturate, so no quantity can overflow.
+pub fn available_to_sell(
+    levels: &[LevelFacts],
+    locations: Option<&[String]>,
+    market: Option<&str>,
+    orders: &[OrderedUnits],
+    now_ms: i64,
+) -> i64 {
+    let in_scope = |l: &&LevelFacts| locations.is_none_or(|ls| ls.iter().any(|x| *x == l.location));
+    let mut total: i64 = 0;
+    let mut newest: Option<i64> = None;
+    for l in levels.iter().filter(in_scope) {
+        newest = Some(newest.map_or(l.observed_at_ms, |n| n.max(l.observed_at_ms)));
+        if l.available_until_ms.is_some_and(|u| u <= now_ms) {
+            continue;
+        }
+        total = total.saturating_add(l.available.saturating_sub(l.reserved.max(0)).max(0));
+    }
+    let Some(newest) = newest else {
+        return 0;
+    };
+    let unreported: i64 = orders
+        .iter()
+        .filter(|o| o.ordered_at_ms > newest)
+        .filter(|o| market.is_none() || o.market.as_deref() == market)
+        .fold(0i64, |acc, o| acc.saturating_add(o.quantity.max(0)));
+    total.saturating_sub(unreported).max(0)
 }
 
 #[cfg(test)]
@@ -292,7 +400,71 @@ mod tests {
         n
     }
 
+    fn lf(loc: &str, available: i64, reserved: i64, observed: i64) -> LevelFacts {
+        LevelFacts {
+            location: loc.into(),
+            available,
+            reserved,
+            available_until_ms: None,
+            observed_at_ms: observed,
+        }
+    }
+
+    #[test]
+    fn available_to_sell_subtracts_reservations_expiry_and_unreported_orders() {
+        let levels = vec![
+            lf("a", 10, 3, 100),
+            lf("b", 2, 5, 100), // oversold: counts 0, not -3
+            LevelFacts {
+                available_until_ms: Some(50),
+                ..lf("c", 7, 0, 90)
+            },
+        ];
+        assert_eq!(available_to_sell(&levels, None, None, &[], 60), 7);
+        let eu = vec!["a".to_string()];
+        assert_eq!(available_to_sell(&levels, Some(&eu), Some("eu"), &[], 60), 7);
+        let orders = vec![
+            OrderedUnits { ordered_at_ms: 99, quantity: 4, market: None },  // reported
+            OrderedUnits { ordered_at_ms: 101, quantity: 2, market: None }, // not yet
+            OrderedUnits { ordered_at_ms: 102, quantity: 1, market: Some("eu".into()) },
+        ];
+        assert_eq!(available_to_sell(&levels, None, None, &orders, 60), 4);
+        assert_eq!(available_to_sell(&levels, Some(&eu), Some("eu"), &orders, 60), 6);
+        let none: Vec<String> = vec![];
+        assert_eq!(available_to_sell(&levels, Some(&none), Some("us"), &orders, 60), 0);
+    }
+
+    #[test]
+    fn same_version_different_quantity_supersedes_but_a_replay_does_not() {
+        let v = Version { observed_at_ms: 5, sequence: None };
+        let stored = Level { available: 3, version: v };
+        assert!(!supersedes(&Level { available: 3, version: v }, &stored));
+        assert!(supersedes(&Level { available: 4, version: v }, &stored));
+        let older = Version { observed_at_ms: 4, sequence: None };
+        assert!(!supersedes(&Level { available: 9, version: older }, &stored));
+    }
+
+    #[test]
+    fn only_stock_sold_from_the_shelf_fires() {
+        assert!(InventoryPolicy::Deny.fires_restock());
+        assert!(!InventoryPolicy::Preorder.fires_restock());
+        assert!(!InventoryPolicy::Backorder.fires_restock());
+    }
+
     proptest! {
+        #[test]
+        fn available_to_sell_never_overflows_or_goes_negative(
+            qs in prop::collection::vec((any::<i64>(), any::<i64>()), 0..6),
+            orders in prop::collection::vec(any::<i64>(), 0..4),
+        ) {
+            let levels: Vec<LevelFacts> = qs.iter().enumerate()
+                .map(|(i, (a, r))| lf(&i.to_string(), *a, *r, 0)).collect();
+            let orders: Vec<OrderedUnits> = orders.into_iter()
+                .map(|q| OrderedUnits { ordered_at_ms: 1, quantity: q, market: None }).collect();
+            let ats = available_to_sell(&levels, None, None, &orders, 0);
+            prop_assert!(ats >= 0);
+        }
+
         #[test]
         fn any_arrival_order_ends_at_the_newest_state(
             ups in updates(false),

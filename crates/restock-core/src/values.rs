@@ -16,6 +16,14 @@ pub enum ValueError {
     Url(String),
     #[error("not a web origin (scheme://host[:port]): {0}")]
     Origin(String),
+    #[error("a market is 1 to 32 of a-z, 0-9, '-' and '_': {0}")]
+    Market(String),
+    #[error("not an IANA time zone such as Europe/Berlin: {0}")]
+    TimeZone(String),
+    #[error("a tier is 1 to 32 of a-z, 0-9, '-' and '_': {0}")]
+    Tier(String),
+    #[error("unknown channel {0:?}: one of email, sms, push, in_app, webhook")]
+    Channel(String),
 }
 
 /// An email address, trimmed and with its domain lower-cased.
@@ -42,6 +50,120 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The address's identity for matching shoppers: case-insensitive as a whole, so
+    /// `Ann@X.test` and `ann@x.test` are one person. The spelling given is what is
+    /// sent to; this key is only for finding the person.
+    pub fn identity_key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// A lower-case code naming a slug-like value (market, tier).
+fn parse_code(input: &str) -> Option<String> {
+    let s = input.trim().to_ascii_lowercase();
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    ok.then_some(s)
+}
+
+/// A market (a region a store sells to, served by some of its locations), e.g. `eu`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Market(String);
+
+impl Market {
+    pub fn parse(input: &str) -> Result<Self, ValueError> {
+        parse_code(input)
+            .map(Market)
+            .ok_or_else(|| ValueError::Market(truncate(input)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A shopper's loyalty tier as the merchant names it, e.g. `vip`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Tier(String);
+
+impl Tier {
+    pub fn parse(input: &str) -> Result<Self, ValueError> {
+        parse_code(input)
+            .map(Tier)
+            .ok_or_else(|| ValueError::Tier(truncate(input)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An IANA time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone(chrono_tz::Tz);
+
+impl TimeZone {
+    pub const UTC: TimeZone = TimeZone(chrono_tz::Tz::UTC);
+
+    pub fn parse(input: &str) -> Result<Self, ValueError> {
+        input
+            .trim()
+            .parse::<chrono_tz::Tz>()
+            .map(TimeZone)
+            .map_err(|_| ValueError::TimeZone(truncate(input)))
+    }
+
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.0
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+/// How a message reaches a shopper. Email is sent today; the others are the
+/// contact points the channel modules add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+    InApp,
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 5] = [
+        Channel::Email,
+        Channel::Sms,
+        Channel::Push,
+        Channel::InApp,
+        Channel::Webhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+            Channel::InApp => "in_app",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<Self, ValueError> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == input.trim())
+            .ok_or_else(|| ValueError::Channel(truncate(input)))
     }
 }
 
@@ -180,6 +302,28 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn email_identity_ignores_case_but_keeps_the_spelling() {
+        let a = Email::parse("Ann.Lee@X.test").expect("valid");
+        let b = Email::parse("ann.lee@x.TEST").expect("valid");
+        assert_eq!(a.identity_key(), b.identity_key());
+        assert_eq!(a.as_str(), "Ann.Lee@x.test");
+    }
+
+    #[test]
+    fn codes_zones_and_channels_parse() {
+        assert_eq!(Market::parse(" EU ").map(|m| m.0), Ok("eu".into()));
+        assert!(Market::parse("e u").is_err());
+        assert!(Tier::parse("").is_err());
+        assert_eq!(
+            TimeZone::parse("America/New_York").map(|t| t.name()),
+            Ok("America/New_York")
+        );
+        assert!(TimeZone::parse("Mars/Olympus").is_err());
+        assert_eq!(Channel::parse("in_app"), Ok(Channel::InApp));
+        assert!(Channel::parse("fax").is_err());
     }
 
     #[test]
