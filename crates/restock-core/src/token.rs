@@ -16,6 +16,8 @@ const SIG_LEN: usize = 16;
 pub enum Purpose {
     Click,
     Unsubscribe,
+    /// Cancelling a sign-up before a restock (the id is the subscription's).
+    Cancel,
 }
 
 impl Purpose {
@@ -23,6 +25,7 @@ impl Purpose {
         match self {
             Purpose::Click => "click",
             Purpose::Unsubscribe => "unsubscribe",
+            Purpose::Cancel => "cancel",
         }
     }
 }

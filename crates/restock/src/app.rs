@@ -27,6 +27,8 @@ pub struct AppInner {
     pub email: EmailChannel,
     /// Woken when this process plans notifications, so sends start at once.
     pub work_ready: Notify,
+    /// Woken when this process records a restock, so planning starts at once.
+    pub plan_ready: Notify,
 }
 
 impl std::ops::Deref for App {
@@ -55,6 +57,7 @@ impl App {
                 renderer: Renderer::new(),
                 email,
                 work_ready: Notify::new(),
+                plan_ready: Notify::new(),
             }),
         })
     }

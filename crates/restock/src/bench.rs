@@ -26,7 +26,7 @@ pub struct BenchArgs {
     /// Waiting-list sizes to plan, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
     pub subscribers: Vec<u64>,
-    /// Restock-to-first-send samples to take.
+    /// Samples of restock-to-first-send latency, and of stock-update answers per N.
     #[arg(long, default_value_t = 50)]
     pub latency_samples: u32,
 }
@@ -96,6 +96,7 @@ fn stock(sku: &str, available: i64, at: i64) -> StockUpdate {
         sku: Sku::parse(sku).unwrap_or_else(|_| unreachable!("bench SKUs are valid")),
         location: "default".into(),
         available,
+        reserved: 0,
         incoming: None,
         incoming_at_ms: None,
         available_until_ms: None,
@@ -132,6 +133,7 @@ async fn seed_store(db: &Db, slug: &str) -> anyhow::Result<(StoreId, i64, i64)> 
         currency: Currency::parse("EUR")?,
         min_stock: None,
         notify_threshold: None,
+        release: None,
         variants: vec![VariantInput {
             sku: Sku::parse("B-1")?,
             title: "One".into(),
@@ -142,6 +144,7 @@ async fn seed_store(db: &Db, slug: &str) -> anyhow::Result<(StoreId, i64, i64)> 
             min_stock: None,
             notify_threshold: None,
             inventory_item_id: None,
+            inventory_policy: Default::default(),
         }],
     };
     let (product_id, _) = db.upsert_product(store, &product, 1).await?;
@@ -159,21 +162,67 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "restock bench on {backend} ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("\nplanning one restock with N waiting subscribers:");
-    println!("{:>10} {:>10} {:>14}", "N", "seconds", "notifications/s");
     for &n in &args.subscribers {
         let b = fresh_db(&args.db).await?;
         let (store, product, variant) = seed_store(&b.db, "bench").await?;
         b.db.bench_seed_waiting_list(store, product, variant, n)
             .await?;
-        let start = Instant::now();
-        let out =
-            b.db.apply_stock_batch(store, "bench", &[stock("B-1", 5, 10)], &[], 10)
+        println!("\nN = {n} waiting for one variant (everyone at once, default policy):");
+
+        // The raw limit: the same N outbox rows written by one INSERT ... SELECT from
+        // the waiting list, with no rule applied at all.
+        let raw = b.db.bench_raw_insert_select(variant).await?;
+        println!("  raw INSERT ... SELECT of {n} outbox rows: {:.3} s", raw.as_secs_f64());
+
+        // A stock update that restocks the variant: what intake waits for. Planning
+        // runs afterwards in the workers (none run here), so the answer does not
+        // depend on N.
+        let mut at = 100;
+        let mut answers = Vec::new();
+        for _ in 0..args.latency_samples {
+            at += 2;
+            b.db.apply_stock_batch(store, "bench", &[stock("B-1", 0, at)], &[], at)
                 .await?;
+            at += 2;
+            let start = Instant::now();
+            let out =
+                b.db.apply_stock_batch(store, "bench", &[stock("B-1", 5, at)], &[], at)
+                    .await?;
+            answers.push(start.elapsed());
+            anyhow::ensure!(out.restocks.len() == 1, "expected a restock");
+        }
+        // Only the last restock is planned; the earlier ones sold out again.
+        b.db.bench_close_all_but_last_restock().await?;
+        answers.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let pick = |q: f64| answers[((answers.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "  stock update that restocks it ({} samples): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            answers.len(),
+            ms(pick(0.5)),
+            ms(pick(0.99)),
+            ms(pick(1.0))
+        );
+
+        // Planning that restock: pages of waiting shoppers through the core planner
+        // into the outbox, as the workers do it.
+        let app = crate::App::new(
+            Config::from_defaults_and("[dispatch]\nenabled = false")?,
+            b.db.clone(),
+            Clock::Manual(Arc::new(std::sync::atomic::AtomicI64::new(at + 1))),
+            EmailChannel::Memory(MemoryOutbox::default()),
+        )
+        .await?;
+        let start = Instant::now();
+        crate::planning::plan_due(&app).await?;
         let secs = start.elapsed().as_secs_f64();
-        let planned = out.restocks.first().map_or(0, |r| r.planned);
-        anyhow::ensure!(planned == n, "planned {planned}, expected {n}");
-        println!("{n:>10} {secs:>10.3} {:>14.0}", n as f64 / secs);
+        let planned = b.db.bench_planned_count().await?;
+        anyhow::ensure!(planned == n as i64, "planned {planned}, expected {n}");
+        println!(
+            "  planned {n} through the core planner: {secs:.3} s ({:.0} /s), {:.2}x the raw INSERT ... SELECT",
+            n as f64 / secs,
+            secs / raw.as_secs_f64()
+        );
         b.drop_schema().await?;
     }
     latency(&args).await
@@ -248,7 +297,8 @@ async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 impl Db {
-    /// Bulk-creates `n` subscribers waiting for `variant` (benchmarks only).
+    /// Bulk-creates `n` shoppers with an email address each, waiting for `variant`
+    /// (benchmarks only).
     pub async fn bench_seed_waiting_list(
         &self,
         store: StoreId,
@@ -259,16 +309,24 @@ impl Db {
         crate::storage::with_pool!(self, pool => {
             sqlx::query(
                 "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < $2) \
-                 INSERT INTO subscribers (store_id, email, created_at) \
-                 SELECT $1, 'shopper' || i || '@bench.example', 0 FROM seq",
+                 INSERT INTO shoppers (store_id, created_at, updated_at) SELECT $1, 0, 0 FROM seq",
             )
             .bind(store.0)
             .bind(n as i64)
             .execute(pool)
             .await?;
             sqlx::query(
-                "INSERT INTO subscriptions (store_id, subscriber_id, product_id, variant_id, status, source, created_at, updated_at) \
-                 SELECT $1, id, $2, $3, 'waiting', 'bench', 0, 0 FROM subscribers WHERE store_id = $1",
+                "INSERT INTO contact_points (store_id, shopper_id, channel, address, address_key, consent_at, created_at, updated_at) \
+                 SELECT $1, id, 'email', 'shopper' || id || '@bench.example', 'shopper' || id || '@bench.example', 0, 0, 0 \
+                 FROM shoppers WHERE store_id = $1",
+            )
+            .bind(store.0)
+            .execute(pool)
+            .await?;
+            sqlx::query(
+                "INSERT INTO subscriptions (store_id, shopper_id, product_id, variant_id, status, source, created_at, \
+                                            last_signup_at, updated_at) \
+                 SELECT $1, id, $2, $3, 'waiting', 'bench', id, id, id FROM shoppers WHERE store_id = $1",
             )
             .bind(store.0)
             .bind(product)
@@ -276,7 +334,51 @@ impl Db {
             .execute(pool)
             .await?;
         });
+        if let Db::Postgres(pool) = self {
+            sqlx::query("ANALYZE").execute(pool).await?;
+        }
         Ok(())
+    }
+
+    /// Writes one outbox row per waiting sign-up with one INSERT ... SELECT (the
+    /// address joined, nothing decided), times it, and removes the rows again.
+    async fn bench_raw_insert_select(&self, variant: i64) -> anyhow::Result<Duration> {
+        const RAW: &str = "INSERT INTO notifications (store_id, restock_event_id, shopper_id, subscription_id, \
+               variant_id, purpose, channel, contact_point_id, recipient, wave, state, attempts, due_at, planned_at, updated_at) \
+             SELECT s.store_id, 0, s.shopper_id, s.id, s.variant_id, 'alert', 'email', cp.id, cp.address, 1, 'pending', 0, 1, 1, 1 \
+             FROM subscriptions s JOIN contact_points cp ON cp.shopper_id = s.shopper_id \
+             WHERE s.variant_id = $1 AND s.status = 'waiting'";
+        let elapsed = crate::storage::with_pool!(self, pool => {
+            let start = Instant::now();
+            sqlx::query(RAW).bind(variant).execute(pool).await?;
+            let elapsed = start.elapsed();
+            sqlx::query("DELETE FROM notifications WHERE restock_event_id = 0").execute(pool).await?;
+            elapsed
+        });
+        if let Db::Postgres(pool) = self {
+            sqlx::query("VACUUM ANALYZE notifications").execute(pool).await?;
+        }
+        Ok(elapsed)
+    }
+
+    async fn bench_close_all_but_last_restock(&self) -> anyhow::Result<()> {
+        crate::storage::with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE restock_events SET plan_state = 'sold_out' \
+                 WHERE id < (SELECT MAX(id) FROM restock_events) AND plan_state = 'pending'",
+            )
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    async fn bench_planned_count(&self) -> anyhow::Result<i64> {
+        Ok(crate::storage::with_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?
+        }))
     }
 
     async fn bench_seed_waiting_list_named(
@@ -286,12 +388,19 @@ impl Db {
         variant: i64,
         name: &str,
     ) -> anyhow::Result<()> {
-        let email = restock_core::values::Email::parse(&format!("{name}@bench.example"))?;
-        let target = crate::storage::demand::Target::Variant {
-            product: restock_core::ids::ProductId(product),
-            variant: restock_core::ids::VariantId(variant),
+        let signup = crate::storage::demand::SignUp {
+            email: restock_core::values::Email::parse(&format!("{name}@bench.example"))?,
+            target: crate::storage::demand::Target::Variant {
+                product: restock_core::ids::ProductId(product),
+                variant: restock_core::ids::VariantId(variant),
+            },
+            market: None,
+            source: "bench".into(),
+            consent: Default::default(),
+            time_zone: None,
+            anonymous: false,
         };
-        self.subscribe(store, &email, target, "bench", 0).await?;
+        self.subscribe(store, &signup, 0).await?;
         Ok(())
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! The modules follow the flow of a restock:
 //!
-//! `intake` (sources → canonical `StockUpdate`) → `storage::stock` (levels, state
-//! machine, restock events, planning into the outbox, one transaction) → `dispatch`
-//! (claim, re-check, render, send, record) → `channels` (email) → `tracking` (signed
-//! links: clicks, unsubscribes). `http` serves the API, webhooks, storefront and
+//! `intake` (sources → canonical `StockUpdate` and orders) → `storage::stock` (levels,
+//! state machine, restock events, one transaction) → `planning` (pages of waiting
+//! shoppers through the core planner into the outbox, in waves) → `dispatch` (claim,
+//! re-check, render, send, record) → `channels` (email) → `tracking` (signed links:
+//! clicks, unsubscribes, cancelling a sign-up). `http` serves the API, webhooks, storefront and
 //! tracking endpoints; `storage` runs on SQLite or PostgreSQL. Policy lives in the
 //! `restock-core` crate, with no IO.
 //!
@@ -20,6 +21,7 @@ pub mod dispatch;
 pub mod http;
 pub mod intake;
 pub mod metrics;
+pub mod planning;
 pub mod render;
 pub mod storage;
 pub mod util;
@@ -59,12 +61,20 @@ pub async fn run(
         .dispatch
         .enabled
         .then(|| tokio::spawn(dispatch::run_worker(app.clone(), shutdown.clone())));
+    let planner = app
+        .config
+        .dispatch
+        .enabled
+        .then(|| tokio::spawn(planning::run_worker(app.clone(), shutdown.clone())));
     let server_shutdown = shutdown.clone();
     axum::serve(listener, http::router(app.clone()))
         .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
         .await?;
     if let Some(worker) = worker {
         worker.await?;
+    }
+    if let Some(planner) = planner {
+        planner.await?;
     }
     app.db.close().await;
     tracing::info!("restock stopped");

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub restock_to_send: HistogramVec,
     pub intake_rejects: IntCounterVec,
     pub restocks: IntCounterVec,
+    /// Planning decisions: planned (to send) or held back.
+    pub planned: IntCounterVec,
     outbox_depth: IntGaugeVec,
 }
 
@@ -44,20 +46,25 @@ impl Metrics {
             Opts::new("restock_events_total", "Restock events by source"),
             &["source"],
         );
+        let planned = IntCounterVec::new(
+            Opts::new("planning_decisions_total", "Planning decisions: planned to send, or held back"),
+            &["decision"],
+        );
         let outbox_depth = IntGaugeVec::new(
             Opts::new("outbox_depth", "Notifications by state"),
             &["state"],
         );
         // The metric definitions above are static and valid; registration can only
         // fail on a duplicate name, which the tests would catch.
-        let (sends, restock_to_send, intake_rejects, restocks, outbox_depth) = match (
+        let (sends, restock_to_send, intake_rejects, restocks, planned, outbox_depth) = match (
             sends,
             restock_to_send,
             intake_rejects,
             restocks,
+            planned,
             outbox_depth,
         ) {
-            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(p), Ok(e)) => (a, b, c, d, p, e),
             _ => unreachable!("static metric definitions are valid"),
         };
         for c in [
@@ -65,6 +72,7 @@ impl Metrics {
             Box::new(restock_to_send.clone()),
             Box::new(intake_rejects.clone()),
             Box::new(restocks.clone()),
+            Box::new(planned.clone()),
             Box::new(outbox_depth.clone()),
         ] {
             if let Err(e) = registry.register(c) {
@@ -77,6 +85,7 @@ impl Metrics {
             restock_to_send,
             intake_rejects,
             restocks,
+            planned,
             outbox_depth,
         }
     }
@@ -84,7 +93,7 @@ impl Metrics {
     pub async fn render(&self, db: &Db) -> String {
         match db.outbox_depth(None).await {
             Ok(rows) => {
-                for state in ["pending", "running", "done", "failed", "dead", "skipped"] {
+                for state in ["pending", "running", "done", "failed", "dead", "skipped", "held"] {
                     let n = rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
                     self.outbox_depth.with_label_values(&[state]).set(n);
                 }

@@ -51,6 +51,7 @@ impl Renderer {
                 "unsubscribed.html",
                 include_str!("../templates/unsubscribed.html"),
             ),
+            ("cancel.html", include_str!("../templates/cancel.html")),
         ] {
             // The templates are part of the binary; a syntax error is a build defect
             // caught by the render tests, and leaves that template absent.
@@ -140,8 +141,6 @@ mod tests {
             in_stock: true,
             available: 5,
             available_until: Some(1_767_225_600_000),
-            subscription_status: "waiting".into(),
-            suppressed_at: None,
         }
     }
 

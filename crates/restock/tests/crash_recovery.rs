@@ -146,8 +146,20 @@ impl Setup {
         let r = self
             .call(reqwest::Method::POST, "/v1/stock", json!({"items": [{"sku": "S-42", "available": 5000, "observed_at": "2026-01-01T00:00:01Z"}]}))
             .await;
-        assert_eq!(r["restocks"][0]["planned"], n, "{r}");
-        r["restocks"][0]["restock_id"].as_i64().expect("restock id")
+        let id = r["restocks"][0]["restock_id"].as_i64().expect("restock id");
+        // The server's planning worker releases the restock right after the answer.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let e = self
+                .call(reqwest::Method::GET, &format!("/v1/restocks/{id}"), json!(null))
+                .await;
+            if e["plan_state"] == "done" {
+                assert_eq!(e["planned"], n, "{e}");
+                return id;
+            }
+            assert!(Instant::now() < deadline, "planning did not finish: {e}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn files(&self) -> usize {

@@ -34,7 +34,7 @@ both_dbs!(
                 json!([{"sku": "S-42", "available": 4, "observed_at": "2026-03-01T12:00:02Z"}]),
             )
             .await;
-        assert_eq!(body["restocks"][0]["planned"], 2, "{body}");
+        assert_eq!(t.planned(&store, &body).await, 2, "{body}");
         assert_eq!(t.outbox(&store).await["pending"], 2);
 
         assert_eq!(t.run_pending().await, 2);
@@ -61,7 +61,7 @@ both_dbs!(
                 json!([{"sku": "S-42", "available": 6, "observed_at": "2026-03-01T12:00:04Z"}]),
             )
             .await;
-        assert_eq!(body["restocks"][0]["planned"], 0, "{body}");
+        assert_eq!(t.planned(&store, &body).await, 0, "{body}");
         assert_eq!(t.run_pending().await, 0);
         assert_eq!(t.sent_files().len(), 2);
         t.stop().await;

@@ -142,7 +142,7 @@ both_dbs!(
         let body = set(&t, &store, "S-42", 5, 21).await;
         assert_eq!(body["restocks"].as_array().map(Vec::len), Some(1));
         assert_eq!(
-            body["restocks"][0]["planned"], 0,
+            t.planned(&store, &body).await, 0,
             "both were notified already"
         );
         t.stop().await;
@@ -210,7 +210,7 @@ both_dbs!(
             201
         );
         assert_eq!(
-            set(&t, &store, "S-42", 2, 2).await["restocks"][0]["planned"],
+            t.planned(&store, &set(&t, &store, "S-42", 2, 2).await).await,
             1
         );
         set(&t, &store, "S-42", 0, 3).await;
@@ -232,7 +232,7 @@ both_dbs!(
         assert_eq!(subs["items"][0]["status"], "waiting");
 
         assert_eq!(
-            set(&t, &store, "S-42", 3, 4).await["restocks"][0]["planned"],
+            t.planned(&store, &set(&t, &store, "S-42", 3, 4).await).await,
             1
         );
         assert_eq!(t.run_pending().await, 1);
@@ -300,11 +300,11 @@ both_dbs!(
             201
         );
         assert_eq!(
-            set(&t, &store, "S-43", 4, 2).await["restocks"][0]["planned"],
+            t.planned(&store, &set(&t, &store, "S-43", 4, 2).await).await,
             1
         );
         assert_eq!(
-            set(&t, &store, "S-42", 4, 3).await["restocks"][0]["planned"],
+            t.planned(&store, &set(&t, &store, "S-42", 4, 3).await).await,
             0,
             "already on its way"
         );

@@ -48,6 +48,9 @@ ALTER TABLE restock_events
     ADD COLUMN finished_at BIGINT;
 CREATE INDEX restock_events_plan ON restock_events (next_run_at)
     WHERE plan_state IN ('pending', 'waiting');
+-- Planning asks whether the product had another restock lately (an alert about it
+-- may still be on its way to someone).
+CREATE INDEX restock_events_product ON restock_events (product_id, created_at);
 
 CREATE TABLE restock_waves (
     restock_event_id BIGINT NOT NULL REFERENCES restock_events(id),

@@ -63,6 +63,9 @@ ALTER TABLE restock_events ADD COLUMN last_error TEXT;
 ALTER TABLE restock_events ADD COLUMN finished_at INTEGER;
 CREATE INDEX restock_events_plan ON restock_events (next_run_at)
     WHERE plan_state IN ('pending', 'waiting');
+-- Planning asks whether the product had another restock lately (an alert about it
+-- may still be on its way to someone).
+CREATE INDEX restock_events_product ON restock_events (product_id, created_at);
 
 CREATE TABLE restock_waves (
     restock_event_id INTEGER NOT NULL REFERENCES restock_events(id),

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use restock_core::planner::{Check, HoldReason, SendFacts, recheck, reminder_at};
+use restock_core::policy::Policy;
 use restock_core::retry::{Decision, Failure};
+use restock_core::values::{Channel, TimeZone};
 use restock_core::token::Purpose;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -16,6 +19,7 @@ use tracing::{Instrument, info_span};
 use crate::app::App;
 use crate::channels::EmailMessage;
 use crate::render::Links;
+use crate::storage::demand::parse_opt_outs;
 use crate::storage::outbox::Claimed;
 
 /// What happened to one claimed notification.
@@ -26,6 +30,8 @@ pub enum Outcome {
     Failed,
     Dead,
     Skipped,
+    /// Not now: quiet hours or the frequency cap; due again later.
+    Deferred,
     /// Another worker owns the row now (our lease expired); nothing recorded.
     Lost,
 }
@@ -38,6 +44,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Dead => "dead",
             Outcome::Skipped => "skipped",
+            Outcome::Deferred => "deferred",
             Outcome::Lost => "lost",
         }
     }
@@ -51,6 +58,8 @@ pub async fn run_pending(app: &App) -> anyhow::Result<usize> {
     loop {
         app.db.reap_expired_leases(app.now()).await?;
         app.db.expire_temporary_stock(app.now(), 1000).await?;
+        app.db.expire_subscriptions(app.now(), 1000).await?;
+        crate::planning::plan_due(app).await?;
         let claimed = claim(app).await?;
         if claimed.is_empty() {
             return Ok(total);
@@ -158,14 +167,19 @@ pub async fn run_worker(app: App, shutdown: CancellationToken) {
     tracing::info!("dispatch worker stopped");
 }
 
-/// Once a second: take over claims whose worker died, and re-judge variants whose
-/// temporary stock ran out.
+/// Once a second: take over claims whose worker died, re-judge variants whose
+/// temporary stock ran out, and end sign-ups past the store's interest window.
 async fn housekeeping(app: &App, now: i64) {
     if let Err(e) = app.db.reap_expired_leases(now).await {
         tracing::warn!(error = %e, "reaping expired leases");
     }
-    if let Err(e) = app.db.expire_temporary_stock(now, 1000).await {
-        tracing::warn!(error = %e, "expiring temporary stock");
+    match app.db.expire_temporary_stock(now, 1000).await {
+        Ok(n) if n > 0 => app.plan_ready.notify_one(),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "expiring temporary stock"),
+    }
+    if let Err(e) = app.db.expire_subscriptions(now, 1000).await {
+        tracing::warn!(error = %e, "expiring sign-ups");
     }
 }
 
@@ -203,9 +217,9 @@ pub async fn process(app: &App, n: Claimed) -> Outcome {
 async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
     let db = &app.db;
     let now = app.now();
-    let policy = app.config.dispatch.retry;
-    let record_final = |state: &'static str, why: String| async move {
-        Ok::<_, anyhow::Error>(if db.record_final(n, state, &why, app.now()).await? {
+    let retry = app.config.dispatch.retry;
+    let record_final = |state: &'static str, reason: Option<&'static str>, why: String| async move {
+        Ok::<_, anyhow::Error>(if db.record_final(n, state, reason, &why, app.now()).await? {
             match state {
                 "dead" => Outcome::Dead,
                 "failed" => Outcome::Failed,
@@ -216,32 +230,70 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         })
     };
     let attempts = i32::try_from(n.attempts).unwrap_or(i32::MAX);
-    if attempts > policy.max_attempts {
+    if attempts > retry.max_attempts {
         // Only reachable through lease expiry: the process died mid-send this often.
         return record_final(
             "dead",
+            None,
             format!("lease expired on {} attempts", n.attempts - 1),
         )
         .await;
     }
-    let Some(ctx) = db.message_context(n).await? else {
-        return record_final("skipped", "variant no longer exists".into()).await;
+    let Some((ctx, facts)) = db.message_context(n).await? else {
+        return record_final("skipped", Some("ended"), "variant no longer exists".into()).await;
     };
-    if ctx.subscription_status == "unsubscribed" {
-        return record_final("skipped", "unsubscribed".into()).await;
-    }
-    if ctx.suppressed_at.is_some() {
-        return record_final("skipped", "address suppressed".into()).await;
-    }
-    let expired = ctx.available_until.is_some_and(|u| u <= now);
-    if !ctx.in_stock || expired {
-        // Sold out again between planning and sending: the subscription keeps
-        // waiting and the next restock plans it afresh.
-        return record_final(
-            "skipped",
-            "sold out again before sending; waiting for the next restock".into(),
-        )
-        .await;
+    // The last word before the message leaves is the core's: an opt-out, a
+    // cancellation, a purchase or a sell-out since planning wins; quiet hours and the
+    // frequency cap move it later.
+    let policy: Policy = facts
+        .policy
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    let channel = Channel::parse(&n.channel).unwrap_or(Channel::Email);
+    let sent_times = match policy.frequency_cap {
+        Some(cap) => db.sent_times(n.shopper_id, now - cap.window_ms).await?,
+        None => Vec::new(),
+    };
+    let send_facts = SendFacts {
+        now_ms: now,
+        reminder: n.purpose == "reminder",
+        subscription_live: facts.live_subscriptions > 0,
+        category: facts.category.clone(),
+        opt_outs: parse_opt_outs(facts.opted_out_at, facts.opt_outs.as_deref()),
+        channel,
+        contact_consent: facts.consent_at.is_some() && facts.consent_withdrawn_at.is_none(),
+        contact_suppressed: facts.contact_suppressed_at.is_some(),
+        in_stock: facts.scope_in_stock && !ctx.available_until.is_some_and(|u| u <= now),
+        bought_since_planned: facts.bought > 0,
+        clicked: facts.clicked > 0,
+        time_zone: facts.time_zone.as_deref().and_then(|t| TimeZone::parse(t).ok()),
+        sent_times_ms: sent_times,
+    };
+    match recheck(&policy, &send_facts) {
+        Check::Go => {}
+        Check::Defer { until_ms, reason } => {
+            return Ok(
+                if db.record_deferred(n, until_ms, reason.as_str(), now).await? {
+                    Outcome::Deferred
+                } else {
+                    Outcome::Lost
+                },
+            );
+        }
+        Check::Skip(reason) => {
+            let why = match reason {
+                HoldReason::SoldOut => "sold out again before sending; waiting for the next restock",
+                HoldReason::Ended => "the sign-up ended before sending",
+                HoldReason::OptedOut => "opted out before sending",
+                HoldReason::Suppressed => "address suppressed",
+                HoldReason::NoConsent => "consent withdrawn before sending",
+                HoldReason::RecentPurchase => "bought before the alert went",
+                HoldReason::Acted => "clicked or bought since the alert: no reminder",
+                _ => "held back before sending",
+            };
+            return record_final("skipped", Some(reason.as_str()), why.into()).await;
+        }
     }
     let click = app.public_url(&format!("/t/c/{}", app.signer.sign(Purpose::Click, n.id)));
     let unsubscribe = app.public_url(&format!(
@@ -256,7 +308,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         },
     ) {
         Ok(r) => r,
-        Err(e) => return record_final("dead", format!("rendering failed: {e}")).await,
+        Err(e) => return record_final("dead", None, format!("rendering failed: {e}")).await,
     };
     let host = url::Url::parse(&app.config.public_url)
         .ok()
@@ -272,6 +324,9 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
     };
     let result = app.email.send(&msg).await;
     let now = app.now();
+    let reminder_at = (n.purpose == "alert")
+        .then(|| reminder_at(&policy, now))
+        .flatten();
     match result {
         Ok(()) => {
             let latency = (now - n.planned_at).max(0) as f64 / 1000.0;
@@ -279,7 +334,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
                 .restock_to_send
                 .with_label_values(&[app.email.name()])
                 .observe(latency);
-            Ok(if db.record_sent(n, now).await? {
+            Ok(if db.record_sent(n, now, reminder_at).await? {
                 Outcome::Sent
             } else {
                 Outcome::Lost
@@ -288,7 +343,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         Err(failure) => {
             let jitter: f64 = rand::rng().random();
             tracing::info!(reason = failure.reason(), "send failed");
-            match policy.decide(attempts, &failure, now, jitter) {
+            match retry.decide(attempts, &failure, now, jitter) {
                 Decision::RetryAt(at) => {
                     Ok(if db.record_retry(n, at, failure.reason(), now).await? {
                         Outcome::Retry
@@ -313,7 +368,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
                             format!("gave up after {} attempts: {}", n.attempts, other.reason())
                         }
                     };
-                    record_final("dead", why).await
+                    record_final("dead", None, why).await
                 }
             }
         }

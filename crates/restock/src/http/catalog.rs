@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use restock_core::policy::ReleasePolicy;
+use restock_core::stock::InventoryPolicy;
 use restock_core::values::{Currency, HttpUrl, Sku};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -41,6 +43,11 @@ pub struct ProductBody {
     pub currency: String,
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
+    /// How this product's restocks are released, overriding the store's policy:
+    /// `{"release": {"mode": "waves", "shoppers_per_unit": 2, "interval_secs": 900},
+    /// "early_access": {"tiers": ["vip"], "window_secs": 3600}}`.
+    #[schema(value_type = Option<Object>)]
+    pub release: Option<ReleasePolicy>,
     #[serde(default)]
     pub variants: Vec<VariantBody>,
 }
@@ -63,6 +70,9 @@ pub struct VariantBody {
     pub notify_threshold: Option<i64>,
     /// Shopify inventory item id, to route Shopify inventory webhooks.
     pub inventory_item_id: Option<String>,
+    /// "deny" (sold from stock, the default), "preorder" or "backorder": a variant
+    /// sold on pre-order or back-order never fires "back in stock".
+    pub inventory_policy: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,6 +87,8 @@ pub struct ProductView {
     pub currency: String,
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub release: Option<ReleasePolicy>,
     pub variants: Vec<VariantView>,
 }
 
@@ -91,7 +103,8 @@ pub struct VariantView {
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
     pub inventory_item_id: Option<String>,
-    /// Sum over locations of unexpired stock.
+    pub inventory_policy: String,
+    /// Available to sell: on hand minus reserved, over locations, unexpired stock only.
     pub available: i64,
     /// "in_stock" or "out_of_stock".
     pub state: String,
@@ -110,6 +123,7 @@ impl From<VariantRow> for VariantView {
             min_stock: v.min_stock,
             notify_threshold: v.notify_threshold,
             inventory_item_id: v.inventory_item_id,
+            inventory_policy: v.inventory_policy,
             available: v.available,
             state: if v.in_stock {
                 "in_stock"
@@ -139,6 +153,7 @@ impl From<ProductWithVariants> for ProductView {
             currency: p.currency,
             min_stock: p.min_stock,
             notify_threshold: p.notify_threshold,
+            release: crate::storage::stock::parse_release_policy(p.release_policy.as_deref()),
             variants: variants.into_iter().map(Into::into).collect(),
         }
     }
@@ -199,10 +214,21 @@ impl ProductBody {
                 min_stock: non_negative("min_stock", v.min_stock)?,
                 notify_threshold: non_negative("notify_threshold", v.notify_threshold)?,
                 inventory_item_id: v.inventory_item_id.filter(|s| !s.is_empty()),
+                inventory_policy: match v.inventory_policy.as_deref() {
+                    None => InventoryPolicy::Deny,
+                    Some(p) => InventoryPolicy::parse(p).ok_or_else(|| {
+                        invalid("inventory_policy must be deny, preorder or backorder")
+                    })?,
+                },
                 sku,
             });
         }
+        if let Some(r) = &self.release {
+            r.validate()
+                .map_err(|e| ApiError::unprocessable("invalid_policy", e.to_string()))?;
+        }
         Ok(ProductInput {
+            release: self.release,
             external_id,
             title: self.title.trim().to_string(),
             description: self.description,
@@ -271,8 +297,8 @@ pub async fn put_product(
             }
             CatalogError::Storage(s) => s.into(),
         })?;
-    if restocks.iter().any(|r| r.planned > 0) {
-        app.work_ready.notify_one();
+    if !restocks.is_empty() {
+        app.plan_ready.notify_one();
     }
     let product = app
         .db

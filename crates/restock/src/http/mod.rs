@@ -6,9 +6,12 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod markets;
 pub mod notifications;
 pub mod ops;
+pub mod orders;
 pub mod rejections;
+pub mod shoppers;
 pub mod stock;
 pub mod store;
 pub mod storefront;
@@ -36,7 +39,8 @@ use crate::app::App;
         (name = "stock", description = "Stock updates and restock events"),
         (name = "webhooks", description = "Signed webhooks from commerce platforms"),
         (name = "storefront", description = "Public API for the shopper-facing widget"),
-        (name = "demand", description = "Who is waiting"),
+        (name = "demand", description = "Shoppers, their sign-ups, preferences, consents and every decision about them"),
+        (name = "orders", description = "Orders: they end alerts, hold back recent purchasers and count against stock"),
         (name = "outbox", description = "Notifications and their delivery"),
         (name = "intake", description = "Rejected input and its replay"),
         (name = "tracking", description = "Signed links in messages"),
@@ -81,15 +85,33 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::metrics))
         .routes(routes!(admin::create_store))
         .routes(routes!(store::get_store, store::update_store))
+        .routes(routes!(store::get_policy, store::put_policy))
+        .routes(routes!(markets::list_markets))
+        .routes(routes!(markets::put_market))
         .routes(routes!(catalog::put_category))
         .routes(routes!(catalog::put_product, catalog::get_product))
         .routes(routes!(catalog::list_products))
         .routes(routes!(catalog::get_variant))
         .routes(routes!(stock::post_stock))
         .routes(routes!(stock::list_restocks))
+        .routes(routes!(stock::get_restock))
+        .routes(routes!(orders::post_order))
         .routes(routes!(webhooks::shopify_inventory))
         .routes(routes!(storefront::subscribe, storefront::preflight))
-        .routes(routes!(subscriptions::list_subscriptions))
+        .routes(routes!(
+            subscriptions::list_subscriptions,
+            subscriptions::create_subscription
+        ))
+        .routes(routes!(
+            subscriptions::get_subscription,
+            subscriptions::delete_subscription
+        ))
+        .routes(routes!(shoppers::find_shopper))
+        .routes(routes!(shoppers::get_shopper, shoppers::update_shopper))
+        .routes(routes!(shoppers::put_preferences))
+        .routes(routes!(shoppers::post_consent, shoppers::list_consents))
+        .routes(routes!(shoppers::shopper_subscriptions))
+        .routes(routes!(shoppers::shopper_messages))
         .routes(routes!(notifications::list_notifications))
         .routes(routes!(notifications::outbox_summary))
         .routes(routes!(notifications::replay_notification))
@@ -97,6 +119,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(rejections::replay_rejection))
         .routes(routes!(tracking::click))
         .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
+        .routes(routes!(tracking::cancel_page, tracking::cancel))
         .split_for_parts()
 }
 

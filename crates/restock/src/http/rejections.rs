@@ -112,6 +112,37 @@ pub async fn replay_rejection(
                 }
             }
         },
+        "orders" => {
+            let parsed = serde_json::from_str::<crate::intake::orders::OrderBody>(&row.payload)
+                .map_err(|e| ("invalid_payload", e.to_string()))
+                .and_then(|b| b.parse(app.now()));
+            match parsed {
+                Err((_, reason)) => ReplayOutcome {
+                    result: "rejected".into(),
+                    detail: reason,
+                },
+                Ok(order) => {
+                    let out = crate::intake::orders::record(&app, store, &order).await?;
+                    ReplayOutcome {
+                        result: "applied".into(),
+                        detail: super::orders::answer(order.order_ref.clone(), out).1.status,
+                    }
+                }
+            }
+        }
+        "shopify_orders" => match crate::intake::orders::parse_shopify(row.payload.as_bytes()) {
+            Err((_, reason)) => ReplayOutcome {
+                result: "rejected".into(),
+                detail: reason,
+            },
+            Ok(order) => {
+                let out = crate::intake::orders::record(&app, store, &order).await?;
+                ReplayOutcome {
+                    result: "applied".into(),
+                    detail: super::orders::answer(order.order_ref.clone(), out).1.status,
+                }
+            }
+        },
         other => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -36,9 +36,9 @@ pub struct RejectedItem {
 pub struct RestockView {
     pub restock_id: i64,
     pub sku: String,
+    /// The market whose stock returned; absent for the variant as a whole.
+    pub market: Option<String>,
     pub quantity: i64,
-    /// Notifications planned for it.
-    pub planned: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,8 +106,8 @@ pub async fn post_stock(
             .map(|r| RestockView {
                 restock_id: r.event_id.0,
                 sku: r.sku,
+                market: r.market,
                 quantity: r.quantity,
-                planned: r.planned,
             })
             .collect(),
     }))
@@ -117,10 +117,71 @@ pub async fn post_stock(
 pub struct RestockEventView {
     pub id: i64,
     pub sku: String,
+    /// The market whose stock returned; absent for the variant as a whole.
+    pub market: Option<String>,
     pub quantity: i64,
     pub available_until: Option<String>,
+    /// Alerts planned to send so far (deferred ones included).
     pub planned: i64,
+    /// Of those, deferred (quiet hours, frequency cap).
+    pub deferred: i64,
+    /// Shoppers held back (opted out, recent purchase, ...), holdouts excluded.
+    pub held: i64,
+    /// Shoppers held out to measure lift.
+    pub held_out: i64,
+    /// "pending" or "waiting" (being released, next wave at `next_wave_at`), "done",
+    /// "sold_out" (stopped; the rest wait for the next restock) or "failed".
+    pub plan_state: String,
+    /// Waves started so far.
+    pub waves: i64,
+    pub next_wave_at: Option<String>,
+    pub last_error: Option<String>,
     pub at: String,
+    pub finished_at: Option<String>,
+}
+
+impl From<crate::storage::stock::RestockEventRow> for RestockEventView {
+    fn from(r: crate::storage::stock::RestockEventRow) -> Self {
+        RestockEventView {
+            id: r.id,
+            sku: r.sku,
+            market: r.market,
+            quantity: r.quantity,
+            available_until: r.available_until.map(crate::util::format_ms),
+            planned: r.planned_count,
+            deferred: r.deferred_count,
+            held: r.held_count,
+            held_out: r.held_out_count,
+            next_wave_at: (r.plan_state == "waiting")
+                .then_some(r.next_run_at)
+                .flatten()
+                .map(crate::util::format_ms),
+            plan_state: r.plan_state,
+            waves: r.wave,
+            last_error: r.last_error,
+            at: crate::util::format_ms(r.created_at),
+            finished_at: r.finished_at.map(crate::util::format_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaveView {
+    pub wave: i64,
+    pub started_at: String,
+    /// Available to sell when the wave started (it was sized on this).
+    pub available: i64,
+    /// Sends the wave allowed; absent when everyone is told at once.
+    pub capacity: Option<i64>,
+    pub planned: i64,
+    pub held: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RestockDetail {
+    #[serde(flatten)]
+    pub restock: RestockEventView,
+    pub wave_list: Vec<WaveView>,
 }
 
 /// Recent restock events, newest first.
@@ -131,16 +192,35 @@ pub async fn list_restocks(
     Merchant(store): Merchant,
 ) -> ApiResult<Json<Vec<RestockEventView>>> {
     let rows = app.db.restock_events(store, 100).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| RestockEventView {
-                id: r.id,
-                sku: r.sku,
-                quantity: r.quantity,
-                available_until: r.available_until.map(crate::util::format_ms),
-                planned: r.planned_count,
-                at: crate::util::format_ms(r.created_at),
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// One restock: how it is being released, wave by wave.
+#[utoipa::path(get, path = "/v1/restocks/{id}", tag = "stock", security(("api_key" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = RestockDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_restock(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> ApiResult<Json<RestockDetail>> {
+    let (row, waves) = app
+        .db
+        .restock_event(store, restock_core::ids::RestockEventId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("restock"))?;
+    Ok(Json(RestockDetail {
+        restock: row.into(),
+        wave_list: waves
+            .into_iter()
+            .map(|w| WaveView {
+                wave: w.wave,
+                started_at: crate::util::format_ms(w.started_at),
+                available: w.available,
+                capacity: w.capacity,
+                planned: w.planned,
+                held: w.held,
             })
             .collect(),
-    ))
+    }))
 }

@@ -9,6 +9,7 @@ use super::auth::Merchant;
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::app::App;
 use crate::storage::stores::{StoreRow, StoreSettingsUpdate};
+use restock_core::policy::StorePolicy;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StoreBody {
@@ -96,4 +97,39 @@ pub async fn update_store(
     Ok(Json(
         app.db.update_store_settings(store, &update).await?.into(),
     ))
+}
+
+/// The store's rules for releasing restocks: how (everyone at once, or waves sized to
+/// the stock), early access, quiet hours, frequency cap, recent-purchase and interest
+/// windows, holdout share, reminder, channel order. Every setting is described in the
+/// README; absent ones are off.
+#[utoipa::path(get, path = "/v1/store/policy", tag = "store", security(("api_key" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+pub async fn get_policy(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+) -> ApiResult<Json<StorePolicy>> {
+    let row = app
+        .db
+        .store(store)
+        .await?
+        .ok_or_else(|| ApiError::not_found("store"))?;
+    Ok(Json(row.policy()))
+}
+
+/// Replace the store's rules. Restocks already being released keep the rules they
+/// started with.
+#[utoipa::path(put, path = "/v1/store/policy", tag = "store", security(("api_key" = [])),
+    request_body(content = Object, description = "A store policy; see the README"),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn put_policy(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    ApiJson(policy): ApiJson<StorePolicy>,
+) -> ApiResult<Json<StorePolicy>> {
+    policy
+        .validate()
+        .map_err(|e| ApiError::unprocessable("invalid_policy", e.to_string()))?;
+    Ok(Json(app.db.set_store_policy(store, &policy).await?.policy()))
 }

@@ -7,14 +7,15 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use restock_core::ids::{ProductId, VariantId};
-use restock_core::values::Email;
+use restock_core::ids::{ProductId, SubscriptionId, VariantId};
+use restock_core::token::Purpose;
+use restock_core::values::{Email, Market, TimeZone};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use crate::app::App;
-use crate::storage::demand::{SubscribeOutcome, Target};
+use crate::storage::demand::{ConsentInput, SignUp, SubscribeOutcome, Target};
 use crate::storage::stores::StoreRow;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -25,12 +26,21 @@ pub struct SubscribeRequest {
     pub sku: Option<String>,
     /// ...or to any variant of this product (the merchant's product id).
     pub product: Option<String>,
+    /// Only stock in this market counts (a market the store defined); any location if absent.
+    pub market: Option<String>,
+    /// The consent text the widget showed, recorded with the sign-up.
+    pub consent_text: Option<String>,
+    /// The shopper's IANA time zone (the browser's), for quiet hours.
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubscribeResponse {
     /// "created", or "merged" when the shopper was already signed up for it.
     pub status: String,
+    pub subscription_id: i64,
+    /// A signed link with which the shopper can cancel this sign-up.
+    pub cancel_url: String,
 }
 
 /// The CORS headers for `origin` if the store allows it; `Err` if it does not.
@@ -56,6 +66,16 @@ fn cors(
         (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()),
         (header::VARY, HeaderValue::from_static("Origin")),
     ])
+}
+
+/// The shopper's address as the nearest proxy reports it, for the consent record.
+fn client_ip(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().chars().take(64).collect())
+        .filter(|v: &String| !v.is_empty())
 }
 
 async fn store_for(app: &App, key: &str) -> Result<StoreRow, ApiError> {
@@ -109,7 +129,8 @@ pub async fn preflight(
     request_body = SubscribeRequest,
     responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse, description = "merged"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "in_stock"), (status = 422, body = ErrorBody)))]
+        (status = 409, body = ErrorBody, description = "in_stock, or confirmation_required for an address that opted out of everything"),
+        (status = 422, body = ErrorBody)))]
 pub async fn subscribe(
     State(app): State<App>,
     Path(key): Path<String>,
@@ -124,9 +145,18 @@ pub async fn subscribe(
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
+    let consent = ConsentInput {
+        text: String::new(),
+        source: "widget".into(),
+        ip: client_ip(&headers),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    };
     let result = async {
         let ApiJson(req) = body?;
-        subscribe_inner(&app, &store, req).await
+        subscribe_inner(&app, &store, req, consent).await
     }
     .await;
     let mut resp = match result {
@@ -142,10 +172,61 @@ async fn subscribe_inner(
     app: &App,
     store: &StoreRow,
     req: SubscribeRequest,
+    consent: ConsentInput,
 ) -> Result<(StatusCode, SubscribeResponse), ApiError> {
     let email = Email::parse(&req.email)
         .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
-    let target = match (req.sku.as_deref(), req.product.as_deref()) {
+    let market = req
+        .market
+        .as_deref()
+        .map(Market::parse)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable("invalid_market", e.to_string()))?;
+    let time_zone = req
+        .time_zone
+        .as_deref()
+        .map(TimeZone::parse)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable("invalid_time_zone", e.to_string()))?;
+    let target = resolve_target(app, store, req.sku.as_deref(), req.product.as_deref(), market.as_ref()).await?;
+    let signup = SignUp {
+        email,
+        target,
+        market,
+        source: "storefront".into(),
+        consent: ConsentInput {
+            text: req.consent_text.unwrap_or_default(),
+            ..consent
+        },
+        time_zone,
+        anonymous: true,
+    };
+    signup_answer(app, app.db.subscribe(store.store_id(), &signup, app.now()).await?)
+}
+
+/// What a sign-up targets, refusing one that could be bought now.
+pub async fn resolve_target(
+    app: &App,
+    store: &StoreRow,
+    sku: Option<&str>,
+    product: Option<&str>,
+    market: Option<&Market>,
+) -> Result<Target, ApiError> {
+    if let Some(m) = market
+        && !app
+            .db
+            .markets(store.store_id())
+            .await?
+            .iter()
+            .any(|(name, _)| name == m.as_str())
+    {
+        return Err(ApiError::unprocessable(
+            "unknown_market",
+            format!("the store has no market {:?}", m.as_str()),
+        ));
+    }
+    let market = market.map(|m| m.as_str());
+    match (sku, product) {
         (Some(sku), None) => {
             let v = app
                 .db
@@ -154,17 +235,17 @@ async fn subscribe_inner(
                 .ok_or_else(|| {
                     ApiError::unprocessable("unknown_sku", format!("no variant with SKU {sku:?}"))
                 })?;
-            if v.in_stock {
+            if app.db.in_stock_in(VariantId(v.id), market).await? {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "in_stock",
                     "this variant is in stock: it can be bought now",
                 ));
             }
-            Target::Variant {
+            Ok(Target::Variant {
                 product: ProductId(v.product_id),
                 variant: VariantId(v.id),
-            }
+            })
         }
         (None, Some(product)) => {
             let p = app
@@ -174,43 +255,46 @@ async fn subscribe_inner(
                 .ok_or_else(|| {
                     ApiError::unprocessable("unknown_product", format!("no product {product:?}"))
                 })?;
-            if p.variants.iter().any(|v| v.in_stock) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "in_stock",
-                    "a variant of this product is in stock: it can be bought now",
-                ));
+            for v in &p.variants {
+                if app.db.in_stock_in(VariantId(v.id), market).await? {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "in_stock",
+                        "a variant of this product is in stock: it can be bought now",
+                    ));
+                }
             }
-            Target::Product(ProductId(p.product.id))
+            Ok(Target::Product(ProductId(p.product.id)))
         }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "give exactly one of sku or product",
-            ));
-        }
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "give exactly one of sku or product",
+        )),
+    }
+}
+
+/// The answer to a sign-up, storefront or API.
+pub fn signup_answer(
+    app: &App,
+    outcome: SubscribeOutcome,
+) -> Result<(StatusCode, SubscribeResponse), ApiError> {
+    let body = |status: &str, id: SubscriptionId| SubscribeResponse {
+        status: status.into(),
+        subscription_id: id.0,
+        cancel_url: app.public_url(&format!("/t/s/{}", app.signer.sign(Purpose::Cancel, id.0))),
     };
-    match app
-        .db
-        .subscribe(store.store_id(), &email, target, "storefront", app.now())
-        .await?
-    {
-        SubscribeOutcome::Created(_) => Ok((
-            StatusCode::CREATED,
-            SubscribeResponse {
-                status: "created".into(),
-            },
-        )),
-        SubscribeOutcome::Merged(_) => Ok((
-            StatusCode::OK,
-            SubscribeResponse {
-                status: "merged".into(),
-            },
-        )),
+    match outcome {
+        SubscribeOutcome::Created(id, _) => Ok((StatusCode::CREATED, body("created", id))),
+        SubscribeOutcome::Merged(id, _) => Ok((StatusCode::OK, body("merged", id))),
         SubscribeOutcome::Suppressed => Err(ApiError::unprocessable(
             "address_suppressed",
             "mail to this address bounced before; ask the store to re-enable it",
+        )),
+        SubscribeOutcome::ConfirmationRequired => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "confirmation_required",
+            "this address opted out of all alerts from the store; signing up again needs the shopper's confirmation",
         )),
     }
 }

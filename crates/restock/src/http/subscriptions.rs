@@ -1,15 +1,20 @@
-//! The merchant's view of who is waiting.
+//! Sign-ups, for the merchant: who is waiting, adding one (a chat agent, a
+//! point-of-sale, an import), and cancelling one before a restock.
 
 use axum::Json;
-use axum::extract::{Query, State};
-use serde::Serialize;
-use utoipa::ToSchema;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use restock_core::ids::{ShopperId, SubscriptionId};
+use restock_core::planner::SubscriptionStatus;
+use restock_core::values::{Email, Market, TimeZone};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Merchant;
-use super::catalog::Page;
-use super::error::{ApiResult, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::storefront::{SubscribeResponse, resolve_target, signup_answer};
 use crate::app::App;
-use crate::storage::demand::SubscriptionRow;
+use crate::storage::demand::{ConsentInput, SignUp, SubscriptionRow};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionPage {
@@ -17,20 +22,168 @@ pub struct SubscriptionPage {
     pub next: Option<i64>,
 }
 
-/// The store's subscriptions, a page at a time.
-#[utoipa::path(get, path = "/v1/subscriptions", tag = "demand", security(("api_key" = [])), params(Page),
-    responses((status = 200, body = SubscriptionPage), (status = 401, body = ErrorBody)))]
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SubscriptionQuery {
+    /// Return items after this cursor (the `next` of the previous page).
+    pub after: Option<i64>,
+    /// At most this many items (1-500, default 100).
+    pub limit: Option<i64>,
+    /// Only this shopper's sign-ups.
+    pub shopper: Option<i64>,
+    /// Only sign-ups in this status: waiting, notified, unsubscribed, cancelled, purchased, expired.
+    pub status: Option<String>,
+}
+
+/// The store's sign-ups, a page at a time.
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "demand", security(("api_key" = [])), params(SubscriptionQuery),
+    responses((status = 200, body = SubscriptionPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list_subscriptions(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Query(page): Query<Page>,
+    Query(q): Query<SubscriptionQuery>,
 ) -> ApiResult<Json<SubscriptionPage>> {
+    if let Some(s) = &q.status
+        && SubscriptionStatus::parse(s).is_none()
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "status must be waiting, notified, unsubscribed, cancelled, purchased or expired",
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
     let items = app
         .db
-        .subscriptions(store, page.after(), page.limit())
+        .subscriptions(
+            store,
+            q.shopper.map(ShopperId),
+            q.status.as_deref(),
+            q.after.unwrap_or(0),
+            limit,
+        )
         .await?;
-    let next = (items.len() as i64 == page.limit())
+    let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.id))
         .flatten();
     Ok(Json(SubscriptionPage { items, next }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    pub email: String,
+    /// A variant's SKU, or...
+    pub sku: Option<String>,
+    /// ...a product (any variant), by the merchant's product id.
+    pub product: Option<String>,
+    pub market: Option<String>,
+    pub time_zone: Option<String>,
+    /// Where the shopper agreed: "api" (default), "chat_agent", "import", "pos".
+    pub source: Option<String>,
+    /// The words the shopper agreed to.
+    pub consent_text: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Sign a shopper up on their behalf, with the consent they gave you. Unlike the
+/// storefront, this may sign up again a shopper who opted out of everything: the
+/// call vouches for a fresh consent.
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "demand", security(("api_key" = [])),
+    request_body = CreateSubscription,
+    responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse, description = "merged"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn create_subscription(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    ApiJson(req): ApiJson<CreateSubscription>,
+) -> ApiResult<(StatusCode, Json<SubscribeResponse>)> {
+    let row = app
+        .db
+        .store(store)
+        .await?
+        .ok_or_else(|| ApiError::not_found("store"))?;
+    let email = Email::parse(&req.email)
+        .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
+    let market = req
+        .market
+        .as_deref()
+        .map(Market::parse)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable("invalid_market", e.to_string()))?;
+    let time_zone = req
+        .time_zone
+        .as_deref()
+        .map(TimeZone::parse)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable("invalid_time_zone", e.to_string()))?;
+    let source = req.source.unwrap_or_else(|| "api".into());
+    if !matches!(source.as_str(), "api" | "chat_agent" | "import" | "pos") {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "source must be api, chat_agent, import or pos",
+        ));
+    }
+    let target = resolve_target(
+        &app,
+        &row,
+        req.sku.as_deref(),
+        req.product.as_deref(),
+        market.as_ref(),
+    )
+    .await?;
+    let signup = SignUp {
+        email,
+        target,
+        market,
+        source: source.clone(),
+        consent: ConsentInput {
+            text: req.consent_text.unwrap_or_default(),
+            source,
+            ip: req.ip,
+            user_agent: req.user_agent,
+        },
+        time_zone,
+        anonymous: false,
+    };
+    let (status, body) = signup_answer(&app, app.db.subscribe(store, &signup, app.now()).await?)?;
+    Ok((status, Json(body)))
+}
+
+/// One sign-up.
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "demand", security(("api_key" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = SubscriptionRow), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_subscription(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<SubscriptionRow>> {
+    app.db
+        .subscription(store, SubscriptionId(id))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("subscription"))
+}
+
+/// Cancel a sign-up before a restock: nothing more is sent for it, and alerts for it
+/// not yet sent are skipped. Cancelling one that already ended changes nothing.
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "demand", security(("api_key" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = SubscriptionRow), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_subscription(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<SubscriptionRow>> {
+    let id = SubscriptionId(id);
+    app.db
+        .cancel_subscription(store, id, app.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("subscription"))?;
+    app.db
+        .subscription(store, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("subscription"))
 }

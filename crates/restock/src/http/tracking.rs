@@ -132,3 +132,67 @@ pub async fn unsubscribe(
         context! { store_name => target.store_name, product_title => target.product_title, all => all },
     ))
 }
+
+/// The page behind a sign-up's cancel link: what it is for, and a button to cancel.
+/// A GET never cancels (mail scanners follow links).
+#[utoipa::path(get, path = "/t/s/{token}", tag = "tracking", params(("token" = String, Path)),
+    responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 404, body = ErrorBody)))]
+pub async fn cancel_page(
+    State(app): State<App>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = app
+        .signer
+        .verify(Purpose::Cancel, &token)
+        .ok_or_else(bad_token)?;
+    let target = app
+        .db
+        .signup_target(restock_core::ids::SubscriptionId(id))
+        .await?
+        .ok_or_else(bad_token)?;
+    Ok(page(
+        &app,
+        "cancel.html",
+        context! {
+            store_name => target.store_name,
+            product_title => target.product_title,
+            variant_title => target.variant_title,
+            status => target.status,
+            action => format!("/t/s/{token}"),
+            done => false,
+        },
+    ))
+}
+
+/// Cancel the sign-up the signed link names (the form on the page, or a POST from
+/// the storefront widget).
+#[utoipa::path(post, path = "/t/s/{token}", tag = "tracking", params(("token" = String, Path)),
+    responses((status = 200, description = "HTML confirmation", content_type = "text/html"), (status = 404, body = ErrorBody)))]
+pub async fn cancel(
+    State(app): State<App>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = app
+        .signer
+        .verify(Purpose::Cancel, &token)
+        .ok_or_else(bad_token)?;
+    let sub = restock_core::ids::SubscriptionId(id);
+    let target = app.db.signup_target(sub).await?.ok_or_else(bad_token)?;
+    let status = app
+        .db
+        .cancel_subscription(restock_core::ids::StoreId(target.store_id), sub, app.now())
+        .await?
+        .unwrap_or(target.status);
+    Ok(page(
+        &app,
+        "cancel.html",
+        context! {
+            store_name => target.store_name,
+            product_title => target.product_title,
+            variant_title => target.variant_title,
+            status => status,
+            action => format!("/t/s/{token}"),
+            done => true,
+        },
+    ))
+}

@@ -16,13 +16,16 @@ use crate::storage::rejections::NewRejection;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookResult {
-    /// "applied", "stale" (older than what is stored) or "restocked".
+    /// Inventory: "applied", "stale" (older than what is stored) or "restocked";
+    /// orders: "recorded" or "duplicate".
     pub result: String,
+    /// The variant an inventory update was for.
     pub sku: String,
+    /// Always 0: restocks are planned by the workers right after the answer.
     pub planned: u64,
 }
 
-/// Shopify `inventory_levels/update`. Signed with the store's shared secret
+/// Shopify `inventory_levels/update` and `orders/create` (by `X-Shopify-Topic`). Signed with the store's shared secret
 /// (`X-Shopify-Hmac-Sha256`); a bad or missing signature is answered 401 and nothing
 /// is applied. Payloads that are signed but cannot be applied are kept for replay.
 #[utoipa::path(post, path = "/webhooks/shopify/{store}", tag = "webhooks",
@@ -66,7 +69,11 @@ pub async fn shopify_inventory(
             "X-Shopify-Hmac-Sha256 does not match the body",
         ));
     }
-    if let Some(topic) = headers.get("x-shopify-topic").and_then(|v| v.to_str().ok())
+    let topic = headers.get("x-shopify-topic").and_then(|v| v.to_str().ok());
+    if topic == Some("orders/create") {
+        return apply_shopify_order(&app, store.store_id(), &body).await;
+    }
+    if let Some(topic) = topic
         && topic != "inventory_levels/update"
     {
         return Err(reject(
@@ -81,6 +88,27 @@ pub async fn shopify_inventory(
     apply_shopify(&app, store.store_id(), &body).await
 }
 
+/// Shopify `orders/create`: the order is recorded like one from the API.
+pub async fn apply_shopify_order(
+    app: &App,
+    store: StoreId,
+    body: &[u8],
+) -> ApiResult<Json<WebhookResult>> {
+    let order = match crate::intake::orders::parse_shopify(body) {
+        Ok(o) => o,
+        Err((code, reason)) => {
+            return Err(reject_from(app, store, body, "shopify_orders", code, reason).await?);
+        }
+    };
+    let out = crate::intake::orders::record(app, store, &order).await?;
+    let (_, r) = super::orders::answer(order.order_ref.clone(), out);
+    Ok(Json(WebhookResult {
+        result: r.status,
+        sku: String::new(),
+        planned: 0,
+    }))
+}
+
 async fn reject(
     app: &App,
     store: StoreId,
@@ -88,9 +116,20 @@ async fn reject(
     code: &'static str,
     reason: String,
 ) -> ApiResult<ApiError> {
+    reject_from(app, store, body, "shopify", code, reason).await
+}
+
+async fn reject_from(
+    app: &App,
+    store: StoreId,
+    body: &[u8],
+    source: &'static str,
+    code: &'static str,
+    reason: String,
+) -> ApiResult<ApiError> {
     let rejection = NewRejection {
         store: Some(store),
-        source: "shopify".into(),
+        source: source.into(),
         reason_code: code.into(),
         reason: reason.clone(),
         payload: String::from_utf8_lossy(body).into_owned(),
@@ -98,7 +137,7 @@ async fn reject(
     let id = app.db.insert_rejection(&rejection, app.now()).await?;
     app.metrics
         .intake_rejects
-        .with_label_values(&["shopify", code])
+        .with_label_values(&[source, code])
         .inc();
     Ok(ApiError::unprocessable(
         code,
@@ -130,7 +169,7 @@ pub async fn apply_shopify(
     let sku = Sku::parse(&variant.sku)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("stored SKU invalid: {e}")))?;
     let out = intake::apply(app, store, "shopify", &[parsed.into_update(sku)], &[]).await?;
-    let planned = out.restocks.iter().map(|r| r.planned).sum();
+    let planned = 0;
     let result = if !out.restocks.is_empty() {
         "restocked"
     } else if out.applied > 0 {

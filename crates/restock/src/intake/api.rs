@@ -18,6 +18,9 @@ pub struct StockItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     pub available: i64,
+    /// Units of `available` reserved or committed to orders: not for sale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming: Option<i64>,
     /// RFC 3339 time the incoming quantity is expected.
@@ -41,6 +44,7 @@ impl StockItem {
             sku: u.sku.as_str().to_string(),
             location: Some(u.location.clone()),
             available: u.available,
+            reserved: (u.reserved != 0).then_some(u.reserved),
             incoming: u.incoming,
             incoming_at: u.incoming_at_ms.map(fmt),
             available_until: u.available_until_ms.map(fmt),
@@ -67,6 +71,9 @@ impl StockItem {
         if self.incoming.is_some_and(|i| i < 0) {
             return Err(("invalid_quantity", "incoming must not be negative".into()));
         }
+        if self.reserved.is_some_and(|r| r < 0) {
+            return Err(("invalid_quantity", "reserved must not be negative".into()));
+        }
         let time = |field: &'static str,
                     v: &Option<String>|
          -> Result<Option<i64>, (&'static str, String)> {
@@ -87,6 +94,7 @@ impl StockItem {
             sku,
             location,
             available: self.available,
+            reserved: self.reserved.unwrap_or(0),
             incoming: self.incoming,
             incoming_at_ms: time("incoming_at", &self.incoming_at)?,
             available_until_ms: time("available_until", &self.available_until)?,
@@ -180,7 +188,7 @@ mod tests {
         #[test]
         fn round_trips_through_the_wire_format(sku in "[A-Za-z0-9-]{1,20}", qty in -5i64..1000, seq in proptest::option::of(0i64..1_000_000), t in 0i64..4_000_000_000_000) {
             let item = StockItem {
-                sku, location: Some("wh-1".into()), available: qty, incoming: None, incoming_at: None,
+                sku, location: Some("wh-1".into()), available: qty, reserved: None, incoming: None, incoming_at: None,
                 available_until: None, observed_at: Some(crate::util::format_ms(t)), sequence: seq,
             };
             let u = item.parse(0).expect("valid");

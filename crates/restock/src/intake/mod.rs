@@ -3,6 +3,7 @@
 //! as a rejection with its reason.
 
 pub mod api;
+pub mod orders;
 pub mod shopify;
 
 use restock_core::ids::StoreId;
@@ -43,9 +44,8 @@ pub async fn apply(
             .with_label_values(&[source])
             .inc_by(out.restocks.len() as u64);
     }
-    if out.restocks.iter().any(|r| r.planned > 0) {
-        app.work_ready.notify_waiters();
-        app.work_ready.notify_one();
+    if !out.restocks.is_empty() {
+        app.plan_ready.notify_one();
     }
     Ok(out)
 }

@@ -100,6 +100,7 @@ impl Parsed {
             sku,
             location: self.location,
             available: self.available,
+            reserved: 0,
             incoming: None,
             incoming_at_ms: None,
             available_until_ms: None,

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use restock_core::ids::{ProductId, StoreId, VariantId};
+use restock_core::policy::ReleasePolicy;
+use restock_core::stock::InventoryPolicy;
 use restock_core::values::{Currency, HttpUrl, Sku};
 
 use super::stock::TxOps;
@@ -29,6 +31,8 @@ pub struct ProductInput {
     pub currency: Currency,
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
+    /// How this product's restocks are released, if not as the store's are.
+    pub release: Option<ReleasePolicy>,
     pub variants: Vec<VariantInput>,
 }
 
@@ -43,6 +47,7 @@ pub struct VariantInput {
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
     pub inventory_item_id: Option<String>,
+    pub inventory_policy: InventoryPolicy,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -58,6 +63,7 @@ pub struct ProductRow {
     pub currency: String,
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
+    pub release_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -76,6 +82,7 @@ pub struct VariantRow {
     pub available: i64,
     pub in_stock: bool,
     pub available_until: Option<i64>,
+    pub inventory_policy: String,
 }
 
 #[derive(Debug, Clone)]
@@ -87,13 +94,13 @@ pub struct ProductWithVariants {
 macro_rules! product_columns {
     () => {
         "p.id, p.external_id, p.title, p.description, p.image_url, p.url, \
-     c.handle AS category, p.price_minor, p.currency, p.min_stock, p.notify_threshold"
+     c.handle AS category, p.price_minor, p.currency, p.min_stock, p.notify_threshold, p.release_policy"
     };
 }
 macro_rules! variant_columns {
     () => {
         "id, product_id, sku, title, options, price_minor, image_url, url, min_stock, \
-     notify_threshold, inventory_item_id, available, in_stock, available_until"
+     notify_threshold, inventory_item_id, available, in_stock, available_until, inventory_policy"
     };
 }
 
@@ -162,13 +169,14 @@ impl Db {
             };
             let product_id: i64 = sqlx::query_scalar(
                 "INSERT INTO products (store_id, external_id, title, description, image_url, url, category_id, \
-                                       price_minor, currency, min_stock, notify_threshold, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                                       price_minor, currency, min_stock, notify_threshold, updated_at, release_policy) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (store_id, external_id) DO UPDATE SET title = excluded.title, \
                    description = excluded.description, image_url = excluded.image_url, url = excluded.url, \
                    category_id = excluded.category_id, price_minor = excluded.price_minor, \
                    currency = excluded.currency, min_stock = excluded.min_stock, \
-                   notify_threshold = excluded.notify_threshold, updated_at = excluded.updated_at \
+                   notify_threshold = excluded.notify_threshold, updated_at = excluded.updated_at, \
+                   release_policy = excluded.release_policy \
                  RETURNING id",
             )
             .bind(store.0)
@@ -183,6 +191,7 @@ impl Db {
             .bind(p.min_stock)
             .bind(p.notify_threshold)
             .bind(now)
+            .bind(p.release.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default()))
             .fetch_one(&mut *tx)
             .await?;
             let mut touched = Vec::new();
@@ -210,12 +219,13 @@ impl Db {
                 let options = serde_json::to_string(&v.options).unwrap_or_else(|_| "{}".into());
                 let vid: i64 = sqlx::query_scalar(
                     "INSERT INTO variants (store_id, product_id, sku, title, options, price_minor, image_url, url, \
-                                           min_stock, notify_threshold, inventory_item_id, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                                           min_stock, notify_threshold, inventory_item_id, updated_at, inventory_policy) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                      ON CONFLICT (store_id, sku) DO UPDATE SET title = excluded.title, options = excluded.options, \
                        price_minor = excluded.price_minor, image_url = excluded.image_url, url = excluded.url, \
                        min_stock = excluded.min_stock, notify_threshold = excluded.notify_threshold, \
-                       inventory_item_id = excluded.inventory_item_id, updated_at = excluded.updated_at \
+                       inventory_item_id = excluded.inventory_item_id, updated_at = excluded.updated_at, \
+                       inventory_policy = excluded.inventory_policy \
                      RETURNING id",
                 )
                 .bind(store.0)
@@ -230,15 +240,14 @@ impl Db {
                 .bind(v.notify_threshold)
                 .bind(v.inventory_item_id.as_deref())
                 .bind(now)
+                .bind(v.inventory_policy.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
                 touched.push(vid);
             }
             let mut restocks = Vec::new();
             for vid in touched {
-                if let Some(r) = tx.evaluate_variant(VariantId(vid), "catalog", now).await? {
-                    restocks.push(r);
-                }
+                restocks.extend(tx.evaluate_variant(VariantId(vid), "catalog", now).await?);
             }
             tx.commit().await?;
             Ok((ProductId(product_id), restocks))

@@ -1,7 +1,9 @@
-//! Demand: subscribers (a shopper's address at one store) and their subscriptions.
+//! Demand: shoppers (one person per store), their contact points, consents and
+//! preferences, and their sign-ups.
 
-use restock_core::ids::{ProductId, StoreId, SubscriberId, SubscriptionId, VariantId};
-use restock_core::values::Email;
+use restock_core::ids::{ProductId, ShopperId, StoreId, SubscriptionId, VariantId};
+use restock_core::planner::OptOuts;
+use restock_core::values::{Channel, Email, Market, TimeZone};
 
 use super::{Db, Dialect, Result, with_pool};
 
@@ -14,90 +16,303 @@ pub enum Target {
     Product(ProductId),
 }
 
+/// Where a consent was given, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsentInput {
+    /// The words the shopper saw.
+    pub text: String,
+    /// 'widget', 'api', 'chat_agent', 'import', 'link'.
+    pub source: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A sign-up, as the storefront or the merchant's API gives it.
+#[derive(Debug, Clone)]
+pub struct SignUp {
+    pub email: Email,
+    pub target: Target,
+    pub market: Option<Market>,
+    /// Where it came from: 'storefront', 'api', 'chat_agent', 'import'.
+    pub source: String,
+    pub consent: ConsentInput,
+    pub time_zone: Option<TimeZone>,
+    /// Anonymous sign-ups (the storefront) may not put back a shopper who opted out
+    /// of everything; an authenticated one with a fresh consent may.
+    pub anonymous: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubscribeOutcome {
-    Created(SubscriptionId),
-    /// The shopper already had this subscription; it is waiting again if it was not.
-    Merged(SubscriptionId),
+    Created(SubscriptionId, ShopperId),
+    /// The shopper was already waiting for it; the sign-up is renewed.
+    Merged(SubscriptionId, ShopperId),
     /// The address bounced before; nothing is sent there.
     Suppressed,
+    /// The shopper opted out of everything: an anonymous sign-up cannot undo that.
+    ConfirmationRequired,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct SubscriptionRow {
     pub id: i64,
-    pub email: String,
+    pub shopper_id: i64,
+    pub email: Option<String>,
     pub product_external_id: String,
     pub sku: Option<String>,
+    pub market: Option<String>,
     pub status: String,
+    pub source: String,
     pub created_at: i64,
+    pub last_signup_at: i64,
     pub notified_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShopperRow {
+    pub id: i64,
+    pub customer_id: Option<String>,
+    pub tier: Option<String>,
+    pub time_zone: Option<String>,
+    pub preferred_channel: Option<String>,
+    pub opted_out_at: Option<i64>,
+    pub opt_outs: Option<String>,
+    pub last_order_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ShopperRow {
+    /// Their opt-outs as the planner reads them.
+    pub fn opt_outs(&self) -> OptOuts {
+        parse_opt_outs(self.opted_out_at, self.opt_outs.as_deref())
+    }
+}
+
+pub(crate) fn parse_opt_outs(opted_out_at: Option<i64>, json: Option<&str>) -> OptOuts {
+    let mut o: OptOuts = json
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    o.all = opted_out_at.is_some();
+    o
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct ContactRow {
+    pub id: i64,
+    pub channel: String,
+    pub address: String,
+    pub consent_at: Option<i64>,
+    pub consent_withdrawn_at: Option<i64>,
+    pub suppressed_at: Option<i64>,
+    pub suppressed_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct ConsentRow {
+    pub id: i64,
+    pub channel: String,
+    pub granted: bool,
+    pub text: String,
+    pub source: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub at: i64,
+}
+
+/// A shopper's message about a restock, as decided: planned, deferred, held back,
+/// sent or skipped.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct ShopperMessageRow {
+    pub id: i64,
+    pub restock_event_id: i64,
+    pub sku: String,
+    pub purpose: String,
+    pub channel: String,
+    pub recipient: String,
+    pub wave: i64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub due_at: i64,
+    pub planned_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// Changes to a shopper; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ShopperUpdate {
+    /// `Some(None)` clears it.
+    pub tier: Option<Option<String>>,
+    pub time_zone: Option<Option<String>>,
+    pub customer_id: Option<Option<String>>,
+    pub preferred_channel: Option<Option<Channel>>,
+}
+
+/// A preference change: `Some(true)` opts in, `Some(false)` opts out.
+#[derive(Debug, Clone, Default)]
+pub struct PreferenceChange {
+    pub all: Option<bool>,
+    pub categories: Vec<(String, bool)>,
+    pub channels: Vec<(Channel, bool)>,
+}
+
+pub(crate) const SUBSCRIPTION_COLUMNS: &str = "s.id, s.shopper_id, \
+    (SELECT cp.address FROM contact_points cp WHERE cp.shopper_id = s.shopper_id AND cp.channel = 'email' ORDER BY cp.id LIMIT 1) AS email, \
+    p.external_id AS product_external_id, v.sku, s.market, s.status, s.source, s.created_at, s.last_signup_at, \
+    s.notified_at, s.ended_at";
+
+macro_rules! shopper_columns {
+    () => {
+        "id, customer_id, tier, time_zone, preferred_channel, opted_out_at, opt_outs, last_order_at, created_at, updated_at"
+    };
+}
+
+/// Finds the shopper an email address belongs to at a store, creating the shopper
+/// and the contact point if none does. Returns (shopper, contact point, suppressed,
+/// opted out of everything).
+macro_rules! shopper_for_email {
+    ($tx:expr, $store:expr, $email:expr, $now:expr) => {{
+        let key = $email.identity_key();
+        let found: Option<(i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT cp.shopper_id, cp.id, cp.suppressed_at, sh.opted_out_at FROM contact_points cp \
+             JOIN shoppers sh ON sh.id = cp.shopper_id \
+             WHERE cp.store_id = $1 AND cp.channel = 'email' AND cp.address_key = $2",
+        )
+        .bind($store.0)
+        .bind(&key)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match found {
+            Some(f) => f,
+            None => {
+                let shopper: i64 = sqlx::query_scalar(
+                    "INSERT INTO shoppers (store_id, created_at, updated_at) VALUES ($1, $2, $2) RETURNING id",
+                )
+                .bind($store.0)
+                .bind($now)
+                .fetch_one(&mut *$tx)
+                .await?;
+                let contact: i64 = sqlx::query_scalar(
+                    "INSERT INTO contact_points (store_id, shopper_id, channel, address, address_key, created_at, updated_at) \
+                     VALUES ($1, $2, 'email', $3, $4, $5, $5) RETURNING id",
+                )
+                .bind($store.0)
+                .bind(shopper)
+                .bind($email.as_str())
+                .bind(&key)
+                .bind($now)
+                .fetch_one(&mut *$tx)
+                .await?;
+                (shopper, contact, None, None)
+            }
+        }
+    }};
+}
+
+/// Records a consent (given or withdrawn) and makes it the contact point's state.
+macro_rules! record_consent {
+    ($tx:expr, $store:expr, $shopper:expr, $contact:expr, $channel:expr, $granted:expr, $c:expr, $now:expr) => {{
+        sqlx::query(
+            "INSERT INTO consents (store_id, shopper_id, contact_point_id, channel, granted, text, source, ip, user_agent, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind($store.0)
+        .bind($shopper)
+        .bind($contact)
+        .bind($channel)
+        .bind($granted)
+        .bind(&$c.text)
+        .bind(&$c.source)
+        .bind($c.ip.as_deref())
+        .bind($c.user_agent.as_deref())
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "UPDATE contact_points SET consent_at = CASE WHEN $2 THEN $3 ELSE consent_at END, \
+               consent_withdrawn_at = CASE WHEN $2 THEN NULL ELSE $3 END, updated_at = $3 \
+             WHERE id = $1",
+        )
+        .bind($contact)
+        .bind($granted)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+    }};
 }
 
 impl Db {
-    pub async fn subscribe(
-        &self,
-        store: StoreId,
-        email: &Email,
-        target: Target,
-        source: &str,
-        now: i64,
-    ) -> Result<SubscribeOutcome> {
-        let (product, variant) = match target {
+    /// Signs a shopper up: finds (or creates) the shopper by their address, records
+    /// their consent to email, and adds the sign-up — or renews the one waiting.
+    pub async fn subscribe(&self, store: StoreId, s: &SignUp, now: i64) -> Result<SubscribeOutcome> {
+        let (product, variant) = match s.target {
             Target::Variant { product, variant } => (product, Some(variant.0)),
             Target::Product(product) => (product, None),
         };
+        let market = s.market.as_ref().map(|m| m.as_str().to_string());
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let (subscriber, suppressed): (i64, Option<i64>) = sqlx::query_as(
-                "INSERT INTO subscribers (store_id, email, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (store_id, email) DO UPDATE SET email = excluded.email \
-                 RETURNING id, suppressed_at",
-            )
-            .bind(store.0)
-            .bind(email.as_str())
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
+            let (shopper, contact, suppressed, opted_out) = shopper_for_email!(tx, store, s.email, now);
             if suppressed.is_some() {
-                tx.commit().await?;
                 return Ok(SubscribeOutcome::Suppressed);
             }
+            if opted_out.is_some() {
+                if s.anonymous {
+                    return Ok(SubscribeOutcome::ConfirmationRequired);
+                }
+                // The merchant vouches for a fresh consent: opted in again.
+                sqlx::query("UPDATE shoppers SET opted_out_at = NULL, updated_at = $2 WHERE id = $1")
+                    .bind(shopper)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(tz) = s.time_zone {
+                sqlx::query("UPDATE shoppers SET time_zone = $2, updated_at = $3 WHERE id = $1")
+                    .bind(shopper)
+                    .bind(tz.name())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            record_consent!(tx, store, shopper, contact, "email", true, s.consent, now);
             let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM subscriptions WHERE subscriber_id = $1 AND product_id = $2 \
-                 AND COALESCE(variant_id, 0) = COALESCE($3, 0)",
+                "SELECT id FROM subscriptions WHERE shopper_id = $1 AND product_id = $2 \
+                 AND COALESCE(variant_id, 0) = COALESCE($3, 0) AND COALESCE(market, '') = COALESCE($4, '') \
+                 AND status = 'waiting'",
             )
-            .bind(subscriber)
+            .bind(shopper)
             .bind(product.0)
             .bind(variant)
+            .bind(market.as_deref())
             .fetch_optional(&mut *tx)
             .await?;
             let outcome = match existing {
                 Some(id) => {
-                    sqlx::query(
-                        "UPDATE subscriptions SET status = 'waiting', updated_at = $2, unsubscribed_at = NULL \
-                         WHERE id = $1 AND status <> 'waiting'",
-                    )
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    SubscribeOutcome::Merged(SubscriptionId(id))
+                    sqlx::query("UPDATE subscriptions SET last_signup_at = $2, updated_at = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    SubscribeOutcome::Merged(SubscriptionId(id), ShopperId(shopper))
                 }
                 None => {
                     let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO subscriptions (store_id, subscriber_id, product_id, variant_id, status, source, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, 'waiting', $5, $6, $6) RETURNING id",
+                        "INSERT INTO subscriptions (store_id, shopper_id, product_id, variant_id, market, status, source, \
+                                                    created_at, last_signup_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $7, $7) RETURNING id",
                     )
                     .bind(store.0)
-                    .bind(subscriber)
+                    .bind(shopper)
                     .bind(product.0)
                     .bind(variant)
-                    .bind(source)
+                    .bind(market.as_deref())
+                    .bind(&s.source)
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
-                    SubscribeOutcome::Created(SubscriptionId(id))
+                    SubscribeOutcome::Created(SubscriptionId(id), ShopperId(shopper))
                 }
             };
             tx.commit().await?;
@@ -105,47 +320,87 @@ impl Db {
         })
     }
 
-    /// Ends one subscription, or every subscription of its subscriber at the store.
-    /// Pending notifications for what was ended are skipped. Returns how many
-    /// subscriptions ended.
-    pub async fn unsubscribe(
+    /// Cancels a waiting sign-up before a restock (the merchant, or the shopper's
+    /// signed link); its alerts not yet sent are skipped. `None` if the store has no
+    /// such sign-up; otherwise its status after the call.
+    pub async fn cancel_subscription(
         &self,
-        subscription: SubscriptionId,
-        all: bool,
+        store: StoreId,
+        id: SubscriptionId,
         now: i64,
-    ) -> Result<u64> {
+    ) -> Result<Option<String>> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let subscriber: Option<i64> = sqlx::query_scalar("SELECT subscriber_id FROM subscriptions WHERE id = $1")
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM subscriptions WHERE id = $1 AND store_id = $2",
+            )
+            .bind(id.0)
+            .bind(store.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(status) = status else { return Ok(None) };
+            if status != "waiting" {
+                return Ok(Some(status));
+            }
+            sqlx::query("UPDATE subscriptions SET status = 'cancelled', ended_at = $2, updated_at = $2 WHERE id = $1")
+                .bind(id.0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE notifications SET state = 'skipped', reason = 'ended', last_error = 'sign-up cancelled', updated_at = $2 \
+                 WHERE state = 'pending' AND (subscription_id = $1 OR extra_subscription_id = $1) \
+                   AND shopper_id = (SELECT shopper_id FROM subscriptions WHERE id = $1)",
+            )
+            .bind(id.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some("cancelled".into()))
+        })
+    }
+
+    /// Ends one sign-up from a message's unsubscribe link, or (`all`) opts the
+    /// shopper out of everything at the store: every sign-up ends and nothing
+    /// pending goes. Returns how many sign-ups ended.
+    pub async fn unsubscribe(&self, subscription: SubscriptionId, all: bool, now: i64) -> Result<u64> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let shopper: Option<i64> = sqlx::query_scalar("SELECT shopper_id FROM subscriptions WHERE id = $1")
                 .bind(subscription.0)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(subscriber) = subscriber else { return Ok(0) };
-            // One subscription, or all of the subscriber's at this store.
+            let Some(shopper) = shopper else { return Ok(0) };
             let (end_sql, skip_sql) = if all {
+                sqlx::query("UPDATE shoppers SET opted_out_at = COALESCE(opted_out_at, $2), updated_at = $2 WHERE id = $1")
+                    .bind(shopper)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 (
-                    "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $3, updated_at = $3 \
-                     WHERE subscriber_id = $1 AND status <> 'unsubscribed' AND $2 = $2",
-                    "UPDATE notifications SET state = 'skipped', last_error = 'unsubscribed', updated_at = $3 \
-                     WHERE state = 'pending' AND subscriber_id = $1 AND $2 = $2",
+                    "UPDATE subscriptions SET status = 'unsubscribed', ended_at = $3, updated_at = $3 \
+                     WHERE shopper_id = $1 AND status IN ('waiting', 'notified') AND $2 = $2",
+                    "UPDATE notifications SET state = 'skipped', reason = 'opted_out', last_error = 'unsubscribed', updated_at = $3 \
+                     WHERE state = 'pending' AND shopper_id = $1 AND $2 = $2",
                 )
             } else {
                 (
-                    "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $3, updated_at = $3 \
-                     WHERE id = $2 AND subscriber_id = $1 AND status <> 'unsubscribed'",
-                    "UPDATE notifications SET state = 'skipped', last_error = 'unsubscribed', updated_at = $3 \
-                     WHERE state = 'pending' AND subscription_id = $2 AND subscriber_id = $1",
+                    "UPDATE subscriptions SET status = 'unsubscribed', ended_at = $3, updated_at = $3 \
+                     WHERE id = $2 AND shopper_id = $1 AND status IN ('waiting', 'notified')",
+                    "UPDATE notifications SET state = 'skipped', reason = 'ended', last_error = 'unsubscribed', updated_at = $3 \
+                     WHERE state = 'pending' AND shopper_id = $1 AND (subscription_id = $2 OR extra_subscription_id = $2)",
                 )
             };
             let n = sqlx::query(end_sql)
-                .bind(subscriber)
+                .bind(shopper)
                 .bind(subscription.0)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
             sqlx::query(skip_sql)
-                .bind(subscriber)
+                .bind(shopper)
                 .bind(subscription.0)
                 .bind(now)
                 .execute(&mut *tx)
@@ -155,10 +410,7 @@ impl Db {
         })
     }
 
-    pub async fn subscription_status(
-        &self,
-        subscription: SubscriptionId,
-    ) -> Result<Option<String>> {
+    pub async fn subscription_status(&self, subscription: SubscriptionId) -> Result<Option<String>> {
         with_pool!(self, pool => {
             Ok(sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1")
                 .bind(subscription.0)
@@ -167,34 +419,297 @@ impl Db {
         })
     }
 
+    /// A store's sign-ups a page at a time, optionally one shopper's or one status.
     pub async fn subscriptions(
         &self,
         store: StoreId,
+        shopper: Option<ShopperId>,
+        status: Option<&str>,
         after: i64,
         limit: i64,
     ) -> Result<Vec<SubscriptionRow>> {
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s \
+             JOIN products p ON p.id = s.product_id LEFT JOIN variants v ON v.id = s.variant_id \
+             WHERE s.store_id = $1 AND ($2 IS NULL OR s.shopper_id = $2) AND ($3 IS NULL OR s.status = $3) \
+               AND s.id > $4 ORDER BY s.id LIMIT $5"
+        );
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(store.0)
+                .bind(shopper.map(|s| s.0))
+                .bind(status)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    pub async fn subscription(&self, store: StoreId, id: SubscriptionId) -> Result<Option<SubscriptionRow>> {
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s \
+             JOIN products p ON p.id = s.product_id LEFT JOIN variants v ON v.id = s.variant_id \
+             WHERE s.store_id = $1 AND s.id = $2"
+        );
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(store.0)
+                .bind(id.0)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    pub async fn shopper(&self, store: StoreId, id: ShopperId) -> Result<Option<ShopperRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", shopper_columns!(), " FROM shoppers WHERE store_id = $1 AND id = $2"))
+                .bind(store.0)
+                .bind(id.0)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// The shopper an address belongs to (case-insensitively), if any.
+    pub async fn shopper_by_email(&self, store: StoreId, email: &Email) -> Result<Option<ShopperRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", shopper_columns!(), " FROM shoppers WHERE id = \
+                (SELECT shopper_id FROM contact_points WHERE store_id = $1 AND channel = 'email' AND address_key = $2)"))
+                .bind(store.0)
+                .bind(email.identity_key())
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    pub async fn shopper_contacts(&self, shopper: ShopperId) -> Result<Vec<ContactRow>> {
         with_pool!(self, pool => {
             Ok(sqlx::query_as(
-                "SELECT s.id, b.email, p.external_id AS product_external_id, v.sku, s.status, s.created_at, s.notified_at \
-                 FROM subscriptions s JOIN subscribers b ON b.id = s.subscriber_id \
-                 JOIN products p ON p.id = s.product_id LEFT JOIN variants v ON v.id = s.variant_id \
-                 WHERE s.store_id = $1 AND s.id > $2 ORDER BY s.id LIMIT $3",
+                "SELECT id, channel, address, consent_at, consent_withdrawn_at, suppressed_at, suppressed_reason \
+                 FROM contact_points WHERE shopper_id = $1 ORDER BY id",
             )
-            .bind(store.0)
-            .bind(after)
+            .bind(shopper.0)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    pub async fn shopper_consents(&self, shopper: ShopperId, limit: i64) -> Result<Vec<ConsentRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT id, channel, granted, text, source, ip, user_agent, at FROM consents \
+                 WHERE shopper_id = $1 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(shopper.0)
             .bind(limit)
             .fetch_all(pool)
             .await?)
         })
     }
 
-    pub async fn subscriber_suppressed(&self, subscriber: SubscriberId) -> Result<bool> {
+    /// A shopper's messages, newest first: planned, deferred (due later), held back
+    /// (with the reason), sent, skipped.
+    pub async fn shopper_messages(
+        &self,
+        store: StoreId,
+        shopper: ShopperId,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<ShopperMessageRow>> {
         with_pool!(self, pool => {
-            let at: Option<Option<i64>> = sqlx::query_scalar("SELECT suppressed_at FROM subscribers WHERE id = $1")
-                .bind(subscriber.0)
-                .fetch_optional(pool)
-                .await?;
-            Ok(at.flatten().is_some())
+            Ok(sqlx::query_as(
+                "SELECT n.id, n.restock_event_id, v.sku, n.purpose, n.channel, n.recipient, n.wave, n.state, n.reason, \
+                        n.due_at, n.planned_at, n.sent_at \
+                 FROM notifications n JOIN variants v ON v.id = n.variant_id \
+                 WHERE n.shopper_id = $1 AND n.store_id = $2 AND n.id < $3 ORDER BY n.id DESC LIMIT $4",
+            )
+            .bind(shopper.0)
+            .bind(store.0)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
         })
+    }
+
+    pub async fn update_shopper(
+        &self,
+        store: StoreId,
+        id: ShopperId,
+        u: &ShopperUpdate,
+        now: i64,
+    ) -> Result<Option<ShopperRow>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("UPDATE shoppers SET \
+                   tier = CASE WHEN $3 THEN $4 ELSE tier END, \
+                   time_zone = CASE WHEN $5 THEN $6 ELSE time_zone END, \
+                   customer_id = CASE WHEN $7 THEN $8 ELSE customer_id END, \
+                   preferred_channel = CASE WHEN $9 THEN $10 ELSE preferred_channel END, \
+                   updated_at = $11 \
+                 WHERE store_id = $1 AND id = $2 RETURNING ", shopper_columns!()))
+                .bind(store.0)
+                .bind(id.0)
+                .bind(u.tier.is_some())
+                .bind(u.tier.clone().flatten())
+                .bind(u.time_zone.is_some())
+                .bind(u.time_zone.clone().flatten())
+                .bind(u.customer_id.is_some())
+                .bind(u.customer_id.clone().flatten())
+                .bind(u.preferred_channel.is_some())
+                .bind(u.preferred_channel.flatten().map(|c| c.as_str()))
+                .bind(now)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// Applies a preference change. Opting out of a channel withdraws consent to it
+    /// at every address (recorded); opting in to everything clears the global
+    /// opt-out. Returns the shopper's opt-outs after the change.
+    pub async fn change_preferences(
+        &self,
+        store: StoreId,
+        id: ShopperId,
+        change: &PreferenceChange,
+        consent: &ConsentInput,
+        now: i64,
+    ) -> Result<Option<OptOuts>> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let row: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+                "SELECT opted_out_at, opt_outs FROM shoppers WHERE store_id = $1 AND id = $2",
+            )
+            .bind(store.0)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((opted_out_at, json)) = row else { return Ok(None) };
+            let mut o = parse_opt_outs(opted_out_at, json.as_deref());
+            if let Some(in_all) = change.all {
+                o.all = !in_all;
+            }
+            for (cat, opted_in) in &change.categories {
+                o.categories.retain(|c| c != cat);
+                if !opted_in {
+                    o.categories.push(cat.clone());
+                }
+            }
+            for (ch, opted_in) in &change.channels {
+                o.channels.retain(|c| c != ch);
+                if !opted_in {
+                    o.channels.push(*ch);
+                }
+                let contacts: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM contact_points WHERE shopper_id = $1 AND channel = $2",
+                )
+                .bind(id.0)
+                .bind(ch.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                for contact in contacts {
+                    record_consent!(tx, store, id.0, contact, ch.as_str(), *opted_in, consent, now);
+                }
+            }
+            o.categories.sort();
+            o.categories.dedup();
+            o.channels.sort();
+            o.channels.dedup();
+            let narrow = OptOuts { all: false, ..o.clone() };
+            let json = (!narrow.is_empty()).then(|| serde_json::to_string(&narrow).unwrap_or_default());
+            sqlx::query(
+                "UPDATE shoppers SET opted_out_at = CASE WHEN $3 THEN COALESCE(opted_out_at, $5) END, \
+                   opt_outs = $4, updated_at = $5 WHERE store_id = $1 AND id = $2",
+            )
+            .bind(store.0)
+            .bind(id.0)
+            .bind(o.all)
+            .bind(json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(o))
+        })
+    }
+
+    /// Records a consent given or withdrawn for a channel at every address the
+    /// shopper has on it. Returns false if the store has no such shopper.
+    pub async fn record_consent(
+        &self,
+        store: StoreId,
+        id: ShopperId,
+        channel: Channel,
+        granted: bool,
+        consent: &ConsentInput,
+        now: i64,
+    ) -> Result<bool> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM shoppers WHERE store_id = $1 AND id = $2")
+                .bind(store.0)
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Ok(false);
+            }
+            let contacts: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM contact_points WHERE shopper_id = $1 AND channel = $2",
+            )
+            .bind(id.0)
+            .bind(channel.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            if contacts.is_empty() {
+                sqlx::query(
+                    "INSERT INTO consents (store_id, shopper_id, channel, granted, text, source, ip, user_agent, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(store.0)
+                .bind(id.0)
+                .bind(channel.as_str())
+                .bind(granted)
+                .bind(&consent.text)
+                .bind(&consent.source)
+                .bind(consent.ip.as_deref())
+                .bind(consent.user_agent.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for contact in contacts {
+                record_consent!(tx, store, id.0, contact, channel.as_str(), granted, consent, now);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Ends waiting sign-ups whose interest window has passed, store by store (the
+    /// window is each store's setting). Returns how many ended.
+    pub async fn expire_subscriptions(&self, now: i64, limit: i64) -> Result<u64> {
+        let stores = self.list_stores().await?;
+        let mut ended = 0;
+        for store in stores {
+            let policy = super::stock::parse_store_policy(&store.policy);
+            let Some(window) = policy.interest_window_secs else { continue };
+            let cutoff = now.saturating_sub(window.saturating_mul(1000));
+            ended += with_pool!(self, pool => {
+                sqlx::query(
+                    "UPDATE subscriptions SET status = 'expired', ended_at = $3, updated_at = $3 \
+                     WHERE id IN (SELECT id FROM subscriptions WHERE store_id = $1 AND status = 'waiting' \
+                                  AND last_signup_at <= $2 ORDER BY last_signup_at LIMIT $4)",
+                )
+                .bind(store.id)
+                .bind(cutoff)
+                .bind(now)
+                .bind(limit)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+        }
+        Ok(ended)
     }
 }

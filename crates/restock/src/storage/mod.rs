@@ -7,14 +7,18 @@
 //! SQL lives in one place; the few places where the dialects differ (row locking,
 //! write-transaction start) branch on [`Db::is_postgres`].
 //!
-//! Areas: [`stores`] (stores and keys), [`catalog`], [`stock`] (levels, the state
-//! machine's transitions and restock events, planning), [`demand`] (subscribers and
-//! subscriptions), [`outbox`] (claiming and recording sends), [`tracking`],
-//! [`rejections`] (dead-lettered input).
+//! Areas: [`stores`] (stores, keys and policy), [`catalog`], [`markets`], [`stock`]
+//! (levels, the state machine's transitions and restock events), [`demand`]
+//! (shoppers, contact points, consents, preferences, sign-ups), [`orders`],
+//! [`planning`] (pages of waiting shoppers in, decisions out), [`outbox`] (claiming
+//! and recording sends), [`tracking`], [`rejections`] (dead-lettered input).
 
 pub mod catalog;
 pub mod demand;
+pub mod markets;
+pub mod orders;
 pub mod outbox;
+pub mod planning;
 pub mod rejections;
 pub mod stock;
 pub mod stores;
@@ -56,6 +60,9 @@ pub(crate) trait Dialect {
     /// Row-locking suffix for claim queries: PostgreSQL workers skip rows another
     /// worker holds; SQLite has a single writer, so nothing is needed.
     fn skip_locked(&self) -> &'static str;
+
+    /// A comma-separated aggregate of `expr` over a group.
+    fn string_agg(&self, expr: &str) -> String;
 }
 
 impl Dialect for SqlitePool {
@@ -68,6 +75,10 @@ impl Dialect for SqlitePool {
     fn skip_locked(&self) -> &'static str {
         ""
     }
+
+    fn string_agg(&self, expr: &str) -> String {
+        format!("group_concat({expr}, ',')")
+    }
 }
 
 impl Dialect for PgPool {
@@ -79,6 +90,10 @@ impl Dialect for PgPool {
 
     fn skip_locked(&self) -> &'static str {
         "FOR UPDATE SKIP LOCKED"
+    }
+
+    fn string_agg(&self, expr: &str) -> String {
+        format!("string_agg({expr}, ',')")
     }
 }
 

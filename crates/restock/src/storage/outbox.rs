@@ -14,10 +14,13 @@ pub struct Claimed {
     pub id: i64,
     pub store_id: i64,
     pub subscription_id: i64,
-    pub subscriber_id: i64,
+    pub extra_subscription_id: Option<i64>,
+    pub shopper_id: i64,
     pub restock_event_id: i64,
     pub variant_id: i64,
+    pub purpose: String,
     pub channel: String,
+    pub contact_point_id: Option<i64>,
     pub recipient: String,
     pub attempts: i64,
     pub planned_at: i64,
@@ -51,19 +54,39 @@ pub struct MessageContext {
     pub in_stock: bool,
     pub available: i64,
     pub available_until: Option<i64>,
-    pub subscription_status: String,
-    pub suppressed_at: Option<i64>,
+}
+
+/// What the last check before a send reads, next to the message's content.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SendFactsRow {
+    pub policy: Option<String>,
+    pub category: Option<String>,
+    pub scope_in_stock: bool,
+    pub live_subscriptions: i64,
+    pub opted_out_at: Option<i64>,
+    pub opt_outs: Option<String>,
+    pub time_zone: Option<String>,
+    pub consent_at: Option<i64>,
+    pub consent_withdrawn_at: Option<i64>,
+    pub contact_suppressed_at: Option<i64>,
+    pub bought: i64,
+    pub clicked: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct NotificationRow {
     pub id: i64,
     pub subscription_id: i64,
+    pub shopper_id: i64,
     pub restock_event_id: i64,
     pub sku: String,
+    pub purpose: String,
     pub channel: String,
     pub recipient: String,
+    pub wave: i64,
     pub state: String,
+    /// Why it is held back, skipped or deferred.
+    pub reason: Option<String>,
     pub attempts: i64,
     pub due_at: i64,
     pub last_error: Option<String>,
@@ -73,8 +96,8 @@ pub struct NotificationRow {
 
 macro_rules! claim_columns {
     () => {
-        "id, store_id, subscription_id, subscriber_id, restock_event_id, variant_id, channel, \
-     recipient, attempts, planned_at"
+        "id, store_id, subscription_id, extra_subscription_id, shopper_id, restock_event_id, variant_id, \
+     purpose, channel, contact_point_id, recipient, attempts, planned_at"
     };
 }
 
@@ -116,28 +139,71 @@ impl Db {
         })
     }
 
-    pub async fn message_context(&self, n: &Claimed) -> Result<Option<MessageContext>> {
+    pub async fn message_context(&self, n: &Claimed) -> Result<Option<(MessageContext, SendFactsRow)>> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
+            let ctx: Option<MessageContext> = sqlx::query_as(
                 "SELECT st.name AS store_name, p.title AS product_title, p.description AS product_description, \
                         p.image_url AS product_image_url, p.url AS product_url, p.price_minor AS product_price_minor, \
                         p.currency, v.sku, v.title AS variant_title, v.options AS variant_options, \
                         v.price_minor AS variant_price_minor, v.image_url AS variant_image_url, v.url AS variant_url, \
-                        v.in_stock, v.available, v.available_until, s.status AS subscription_status, b.suppressed_at \
+                        v.in_stock, v.available, v.available_until \
                  FROM variants v JOIN products p ON p.id = v.product_id JOIN stores st ON st.id = v.store_id \
-                 JOIN subscriptions s ON s.id = $2 JOIN subscribers b ON b.id = s.subscriber_id \
                  WHERE v.id = $1",
             )
             .bind(n.variant_id)
-            .bind(n.subscription_id)
             .fetch_optional(pool)
+            .await?;
+            let Some(ctx) = ctx else { return Ok(None) };
+            // Sign-ups a message may still answer: waiting ones for an alert; for a
+            // reminder, the ones its alert fulfilled.
+            let live = if n.purpose == "reminder" { "notified" } else { "waiting" };
+            let facts: Option<SendFactsRow> = sqlx::query_as(
+                "SELECT e.policy, c.handle AS category, \
+                        CASE WHEN e.market IS NULL THEN v.in_stock ELSE COALESCE((SELECT vm.in_stock FROM variant_markets vm \
+                             WHERE vm.variant_id = v.id AND vm.market = e.market), FALSE) END AS scope_in_stock, \
+                        (SELECT COUNT(*) FROM subscriptions s WHERE s.id IN ($2, COALESCE($3, $2)) AND s.status = $4) AS live_subscriptions, \
+                        sh.opted_out_at, sh.opt_outs, sh.time_zone, \
+                        cp.consent_at, cp.consent_withdrawn_at, cp.suppressed_at AS contact_suppressed_at, \
+                        (SELECT COUNT(*) FROM order_lines ol WHERE ol.shopper_id = n.shopper_id \
+                           AND (ol.variant_id = v.id OR ol.product_id = v.product_id) AND ol.ordered_at >= n.planned_at) AS bought, \
+                        (SELECT COUNT(*) FROM notifications a JOIN tracking_events t ON t.notification_id = a.id \
+                           WHERE a.restock_event_id = n.restock_event_id AND a.shopper_id = n.shopper_id \
+                             AND a.purpose = 'alert' AND t.kind = 'click') AS clicked \
+                 FROM notifications n JOIN restock_events e ON e.id = n.restock_event_id \
+                 JOIN variants v ON v.id = n.variant_id JOIN products p ON p.id = v.product_id \
+                 LEFT JOIN categories c ON c.id = p.category_id \
+                 JOIN shoppers sh ON sh.id = n.shopper_id \
+                 LEFT JOIN contact_points cp ON cp.id = n.contact_point_id \
+                 WHERE n.id = $1",
+            )
+            .bind(n.id)
+            .bind(n.subscription_id)
+            .bind(n.extra_subscription_id)
+            .bind(live)
+            .fetch_optional(pool)
+            .await?;
+            Ok(facts.map(|f| (ctx, f)))
+        })
+    }
+
+    /// The shopper's back-in-stock messages sent after `since` (the frequency cap).
+    pub async fn sent_times(&self, shopper: i64, since: i64) -> Result<Vec<i64>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_scalar(
+                "SELECT sent_at FROM notifications WHERE shopper_id = $1 AND state = 'done' \
+                 AND purpose IN ('alert', 'reminder') AND sent_at > $2",
+            )
+            .bind(shopper)
+            .bind(since)
+            .fetch_all(pool)
             .await?)
         })
     }
 
-    /// Sent: the notification is done and its subscription fulfilled. Returns false
-    /// if this attempt no longer owns the row.
-    pub async fn record_sent(&self, n: &Claimed, now: i64) -> Result<bool> {
+    /// Sent: the notification is done and the sign-ups it answers fulfilled; for an
+    /// alert, its reminder (if the policy has one) is planned. Returns false if this
+    /// attempt no longer owns the row.
+    pub async fn record_sent(&self, n: &Claimed, now: i64, reminder_at: Option<i64>) -> Result<bool> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let owned = sqlx::query(
@@ -151,18 +217,55 @@ impl Db {
             .await?
             .rows_affected()
                 == 1;
-            if owned {
+            if owned && n.purpose == "alert" {
                 sqlx::query(
-                    "UPDATE subscriptions SET status = 'notified', notified_at = $2, updated_at = $2 \
-                     WHERE id = $1 AND status = 'waiting'",
+                    "UPDATE subscriptions SET status = 'notified', notified_at = $3, updated_at = $3 \
+                     WHERE id IN ($1, COALESCE($2, $1)) AND status = 'waiting'",
                 )
                 .bind(n.subscription_id)
+                .bind(n.extra_subscription_id)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if let Some(due) = reminder_at {
+                    sqlx::query(
+                        "INSERT INTO notifications (store_id, restock_event_id, shopper_id, subscription_id, \
+                           extra_subscription_id, variant_id, purpose, channel, contact_point_id, recipient, wave, \
+                           state, attempts, due_at, planned_at, updated_at) \
+                         SELECT store_id, restock_event_id, shopper_id, subscription_id, extra_subscription_id, variant_id, \
+                           'reminder', channel, contact_point_id, recipient, wave, 'pending', 0, $2, $3, $3 \
+                         FROM notifications WHERE id = $1 ON CONFLICT DO NOTHING",
+                    )
+                    .bind(n.id)
+                    .bind(due)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
             tx.commit().await?;
             Ok(owned)
+        })
+    }
+
+    /// Not now (quiet hours, the frequency cap): back to pending, due at `due_at`,
+    /// the attempt not counted.
+    pub async fn record_deferred(&self, n: &Claimed, due_at: i64, reason: &str, now: i64) -> Result<bool> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query(
+                "UPDATE notifications SET state = 'pending', attempts = attempts - 1, due_at = $3, reason = $4, \
+                   lease_until = NULL, updated_at = $5 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+            )
+            .bind(n.id)
+            .bind(n.attempts)
+            .bind(due_at)
+            .bind(reason)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1)
         })
     }
 
@@ -191,7 +294,7 @@ impl Db {
         error: &str,
         now: i64,
     ) -> Result<bool> {
-        self.record_state(n, "pending", Some(due_at), error, now)
+        self.record_state(n, "pending", Some(due_at), None, error, now)
             .await
     }
 
@@ -201,10 +304,11 @@ impl Db {
         &self,
         n: &Claimed,
         state: &str,
+        reason: Option<&str>,
         error: &str,
         now: i64,
     ) -> Result<bool> {
-        self.record_state(n, state, None, error, now).await
+        self.record_state(n, state, None, reason, error, now).await
     }
 
     async fn record_state(
@@ -212,13 +316,14 @@ impl Db {
         n: &Claimed,
         state: &str,
         due_at: Option<i64>,
+        reason: Option<&str>,
         error: &str,
         now: i64,
     ) -> Result<bool> {
         with_pool!(self, pool => {
             Ok(sqlx::query(
                 "UPDATE notifications SET state = $3, due_at = COALESCE($4, due_at), lease_until = NULL, \
-                   last_error = $5, updated_at = $6 \
+                   last_error = $5, updated_at = $6, reason = COALESCE($7, reason) \
                  WHERE id = $1 AND state = 'running' AND attempts = $2",
             )
             .bind(n.id)
@@ -227,6 +332,7 @@ impl Db {
             .bind(due_at)
             .bind(error)
             .bind(now)
+            .bind(reason)
             .execute(pool)
             .await?
             .rows_affected()
@@ -256,18 +362,20 @@ impl Db {
             .await?
             .rows_affected()
                 == 1;
-            if owned {
-                sqlx::query("UPDATE subscribers SET suppressed_at = $2, suppressed_reason = $3 WHERE id = $1")
-                    .bind(n.subscriber_id)
+            if owned && let Some(contact) = n.contact_point_id {
+                sqlx::query("UPDATE contact_points SET suppressed_at = $2, suppressed_reason = $3, updated_at = $2 WHERE id = $1")
+                    .bind(contact)
                     .bind(now)
                     .bind(error)
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query(
-                    "UPDATE notifications SET state = 'skipped', last_error = 'address suppressed', updated_at = $2 \
-                     WHERE subscriber_id = $1 AND state = 'pending'",
+                    "UPDATE notifications SET state = 'skipped', reason = 'suppressed', last_error = 'address suppressed', \
+                       updated_at = $3 \
+                     WHERE shopper_id = $1 AND contact_point_id = $2 AND state = 'pending'",
                 )
-                .bind(n.subscriber_id)
+                .bind(n.shopper_id)
+                .bind(contact)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -286,8 +394,8 @@ impl Db {
     ) -> Result<Vec<NotificationRow>> {
         with_pool!(self, pool => {
             Ok(sqlx::query_as(
-                "SELECT n.id, n.subscription_id, n.restock_event_id, v.sku, n.channel, n.recipient, n.state, \
-                        n.attempts, n.due_at, n.last_error, n.planned_at, n.sent_at \
+                "SELECT n.id, n.subscription_id, n.shopper_id, n.restock_event_id, v.sku, n.purpose, n.channel, n.recipient, \
+                        n.wave, n.state, n.reason, n.attempts, n.due_at, n.last_error, n.planned_at, n.sent_at \
                  FROM notifications n JOIN variants v ON v.id = n.variant_id \
                  WHERE n.store_id = $1 AND ($2 IS NULL OR n.state = $2) AND n.id > $3 ORDER BY n.id LIMIT $4",
             )
@@ -311,20 +419,20 @@ impl Db {
     ) -> Result<Option<Replay>> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let row: Option<(String, i64)> = sqlx::query_as(
-                "SELECT state, subscriber_id FROM notifications WHERE id = $1 AND store_id = $2",
+            let row: Option<(String, Option<i64>)> = sqlx::query_as(
+                "SELECT state, contact_point_id FROM notifications WHERE id = $1 AND store_id = $2",
             )
             .bind(id.0)
             .bind(store.0)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((state, subscriber)) = row else { return Ok(None) };
+            let Some((state, contact)) = row else { return Ok(None) };
             if state != "dead" && state != "failed" {
                 return Ok(Some(Replay::NotReplayable(state)));
             }
             if state == "failed" {
-                sqlx::query("UPDATE subscribers SET suppressed_at = NULL, suppressed_reason = NULL WHERE id = $1")
-                    .bind(subscriber)
+                sqlx::query("UPDATE contact_points SET suppressed_at = NULL, suppressed_reason = NULL WHERE id = $1")
+                    .bind(contact)
                     .execute(&mut *tx)
                     .await?;
             }

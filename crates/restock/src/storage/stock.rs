@@ -1,25 +1,37 @@
-//! Stock levels, the availability state machine's transitions, restock events, and
-//! planning — all inside the transaction that changed the level, so a restock and
-//! its plan are committed together or not at all.
+//! Stock levels, the availability state machine's transitions and restock events,
+//! inside the transaction that changed the level: a restock is committed with the
+//! stock change or not at all. Planning who is told happens afterwards, in the
+//! workers (`storage::planning`), so a stock update answers in milliseconds whatever
+//! the waiting list.
+//!
+//! Availability is judged per scope: the variant as a whole (every location) and each
+//! market the store has defined (the locations serving it). Each scope has its own
+//! state and its own restock events; a sign-up naming a market waits for that
+//! market's. The rule — available to sell, thresholds, the state machine, whether a
+//! pre-order variant fires — is `restock_core::stock`'s; this module only fetches the
+//! facts and records what it decided.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use restock_core::ids::{RestockEventId, StoreId, VariantId};
+use restock_core::policy::{ReleasePolicy, StorePolicy};
 use restock_core::stock::{
-    Availability, StockUpdate, Thresholds, Transition, Version, next_state, resolve,
+    Availability, InventoryPolicy, Level, LevelFacts, OrderedUnits, StockUpdate, Thresholds,
+    Transition, Version, available_to_sell, next_state, resolve,
 };
 
 use super::rejections::NewRejection;
 use super::{Db, Dialect, Result, with_pool};
 
-/// A restock that happened and how many notifications it planned.
+/// A restock that happened: planning it is the workers' job.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RestockOutcome {
     pub event_id: RestockEventId,
     pub variant_id: VariantId,
     pub sku: String,
+    /// The market whose stock returned; `None` for the variant as a whole.
+    pub market: Option<String>,
     pub quantity: i64,
-    pub planned: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -35,18 +47,15 @@ pub struct BatchOutcome {
 
 /// Operations that run inside a caller's write transaction.
 pub(crate) trait TxOps {
-    /// Re-judges a variant's availability from its levels and thresholds; records the
-    /// transition and, for a restock, the event and its plan.
+    /// Re-judges a variant's availability in every scope from its levels, orders and
+    /// thresholds; records transitions and, for each restock, the event (to be
+    /// planned by the workers).
     async fn evaluate_variant(
         &mut self,
         variant: VariantId,
         cause: &str,
         now: i64,
-    ) -> Result<Option<RestockOutcome>>;
-
-    /// Plans one notification per eligible waiting subscription (see
-    /// `restock_core::planner`), under the (subscription, event) uniqueness key.
-    async fn plan_restock(&mut self, event: RestockEventId, now: i64) -> Result<u64>;
+    ) -> Result<Vec<RestockOutcome>>;
 
     async fn insert_rejection(&mut self, r: &NewRejection, now: i64) -> Result<i64>;
 }
@@ -57,6 +66,7 @@ struct VariantState {
     product_id: i64,
     sku: String,
     in_stock: bool,
+    inventory_policy: String,
     v_min: Option<i64>,
     v_notify: Option<i64>,
     p_min: Option<i64>,
@@ -65,43 +75,35 @@ struct VariantState {
     c_notify: Option<i64>,
     s_min: i64,
     s_notify: i64,
+    store_policy: String,
+    release_policy: Option<String>,
 }
 
-// Planning runs as two statements, one per kind of subscription, each bound to
-// constant ids so it reads only that variant's (or product's) waiting list through
-// its partial index; a single join with an OR lets SQLite fall back to scanning every
-// subscription of the store.
-macro_rules! plan_columns {
-    () => {
-        "INSERT INTO notifications (store_id, subscription_id, subscriber_id, restock_event_id, variant_id, \
-                                    channel, recipient, state, attempts, due_at, planned_at, updated_at) \
-         SELECT s.store_id, s.id, s.subscriber_id, $1, $2, 'email', b.email, 'pending', 0, $4, $4, $4 \
-         FROM subscriptions s JOIN subscribers b ON b.id = s.subscriber_id AND b.suppressed_at IS NULL "
-    };
+#[derive(sqlx::FromRow)]
+struct LevelRowFacts {
+    location: String,
+    available: i64,
+    reserved: i64,
+    available_until: Option<i64>,
+    observed_at: i64,
 }
-// `LIMIT 1 OFFSET 0` keeps the in-flight check a per-subscription index probe:
-// without it PostgreSQL, lacking statistics on freshly loaded tables, turns NOT
-// EXISTS into an anti-join that rereads every in-flight row (including the ones
-// this statement is inserting) for each subscriber — quadratic in the waiting list.
-macro_rules! plan_not_in_flight {
-    () => {
-        " AND NOT EXISTS (SELECT 1 FROM notifications n \
-                          WHERE n.subscription_id = s.id AND n.state IN ('pending', 'running') \
-                          LIMIT 1 OFFSET 0) \
-         ORDER BY s.id \
-         ON CONFLICT DO NOTHING"
-    };
+
+/// The store's policy, or the default if the stored JSON does not parse (it is
+/// validated on the way in; a bad row must not stop stock from being applied).
+pub(crate) fn parse_store_policy(json: &str) -> StorePolicy {
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "stored store policy does not parse; using the defaults");
+        StorePolicy::default()
+    })
 }
-const PLAN_VARIANT_SQL: &str = concat!(
-    plan_columns!(),
-    "WHERE s.variant_id = $2 AND s.status = 'waiting' AND $3 = $3",
-    plan_not_in_flight!()
-);
-const PLAN_PRODUCT_SQL: &str = concat!(
-    plan_columns!(),
-    "WHERE s.product_id = $3 AND s.variant_id IS NULL AND s.status = 'waiting' AND $2 = $2",
-    plan_not_in_flight!()
-);
+
+pub(crate) fn parse_release_policy(json: Option<&str>) -> Option<ReleasePolicy> {
+    json.and_then(|j| {
+        serde_json::from_str(j)
+            .map_err(|e| tracing::warn!(error = %e, "stored release policy does not parse; using the store's"))
+            .ok()
+    })
+}
 
 macro_rules! impl_tx_ops {
     ($db:ty) => {
@@ -111,13 +113,14 @@ macro_rules! impl_tx_ops {
                 variant: VariantId,
                 cause: &str,
                 now: i64,
-            ) -> Result<Option<RestockOutcome>> {
+            ) -> Result<Vec<RestockOutcome>> {
                 let Some(v): Option<VariantState> = sqlx::query_as(
-                    "SELECT v.store_id, v.product_id, v.sku, v.in_stock, \
+                    "SELECT v.store_id, v.product_id, v.sku, v.in_stock, v.inventory_policy, \
                             v.min_stock AS v_min, v.notify_threshold AS v_notify, \
                             p.min_stock AS p_min, p.notify_threshold AS p_notify, \
                             c.min_stock AS c_min, c.notify_threshold AS c_notify, \
-                            s.min_stock AS s_min, s.notify_threshold AS s_notify \
+                            s.min_stock AS s_min, s.notify_threshold AS s_notify, \
+                            s.policy AS store_policy, p.release_policy \
                      FROM variants v JOIN products p ON p.id = v.product_id \
                      LEFT JOIN categories c ON c.id = p.category_id \
                      JOIN stores s ON s.id = v.store_id WHERE v.id = $1",
@@ -126,100 +129,168 @@ macro_rules! impl_tx_ops {
                 .fetch_optional(&mut **self)
                 .await?
                 else {
-                    return Ok(None);
+                    return Ok(Vec::new());
                 };
-                // Expired temporary stock no longer counts.
-                let (available, until): (i64, Option<i64>) = sqlx::query_as(
-                    "SELECT CAST(COALESCE(SUM(available), 0) AS BIGINT), \
-                            MIN(CASE WHEN available > 0 THEN available_until END) \
-                     FROM stock_levels WHERE variant_id = $1 \
-                       AND (available_until IS NULL OR available_until > $2)",
+                let levels: Vec<LevelRowFacts> = sqlx::query_as(
+                    "SELECT location, available, reserved, available_until, observed_at \
+                     FROM stock_levels WHERE variant_id = $1",
                 )
                 .bind(variant.0)
-                .bind(now)
-                .fetch_one(&mut **self)
+                .fetch_all(&mut **self)
                 .await?;
+                let levels: Vec<LevelFacts> = levels
+                    .into_iter()
+                    .map(|l| LevelFacts {
+                        location: l.location,
+                        available: l.available,
+                        reserved: l.reserved,
+                        available_until_ms: l.available_until,
+                        observed_at_ms: l.observed_at,
+                    })
+                    .collect();
+                let oldest_observed = levels.iter().map(|l| l.observed_at_ms).min().unwrap_or(now);
+                let orders: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT ordered_at, quantity, market FROM order_lines \
+                     WHERE variant_id = $1 AND ordered_at > $2",
+                )
+                .bind(variant.0)
+                .bind(oldest_observed)
+                .fetch_all(&mut **self)
+                .await?;
+                let orders: Vec<OrderedUnits> = orders
+                    .into_iter()
+                    .map(|(at, q, m)| OrderedUnits { ordered_at_ms: at, quantity: q, market: m })
+                    .collect();
+                let markets: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT market, location FROM market_locations WHERE store_id = $1 ORDER BY market, location",
+                )
+                .bind(v.store_id)
+                .fetch_all(&mut **self)
+                .await?;
+                let mut by_market: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (m, l) in markets {
+                    by_market.entry(m).or_default().push(l);
+                }
+                let market_state: Vec<(String, bool)> = sqlx::query_as(
+                    "SELECT market, in_stock FROM variant_markets WHERE variant_id = $1",
+                )
+                .bind(variant.0)
+                .fetch_all(&mut **self)
+                .await?;
+                let market_state: BTreeMap<String, bool> = market_state.into_iter().collect();
+
                 let thresholds = Thresholds {
                     min_stock: resolve(&[v.v_min, v.p_min, v.c_min], v.s_min),
                     notify_threshold: resolve(&[v.v_notify, v.p_notify, v.c_notify], v.s_notify),
                 };
-                let current = Availability::from_in_stock(v.in_stock);
-                let (next, transition) = next_state(current, available, thresholds);
-                sqlx::query(
-                    "UPDATE variants SET available = $2, available_until = $3, in_stock = $4, \
-                        state_changed_at = CASE WHEN $5 THEN $6 ELSE state_changed_at END \
-                     WHERE id = $1",
-                )
-                .bind(variant.0)
-                .bind(available)
-                .bind(until)
-                .bind(next == Availability::InStock)
-                .bind(transition.is_some())
-                .bind(now)
-                .execute(&mut **self)
-                .await?;
-                let Some(transition) = transition else {
-                    return Ok(None);
-                };
-                let transition_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO availability_transitions (store_id, variant_id, to_state, quantity, cause, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                )
-                .bind(v.store_id)
-                .bind(variant.0)
-                .bind(next.as_str())
-                .bind(available)
-                .bind(cause)
-                .bind(now)
-                .fetch_one(&mut **self)
-                .await?;
-                if transition != Transition::Restocked {
-                    return Ok(None);
+                let fires = InventoryPolicy::parse(&v.inventory_policy).unwrap_or_default().fires_restock();
+                // Expired temporary stock no longer counts; the earliest expiry of what
+                // still counts is when the sweep must look again.
+                let until = levels
+                    .iter()
+                    .filter(|l| l.available > l.reserved && l.available_until_ms.is_some_and(|u| u > now))
+                    .filter_map(|l| l.available_until_ms)
+                    .min();
+                let mut scopes: Vec<(Option<String>, i64, bool)> = vec![(
+                    None,
+                    available_to_sell(&levels, None, None, &orders, now),
+                    v.in_stock,
+                )];
+                for (m, locs) in &by_market {
+                    scopes.push((
+                        Some(m.clone()),
+                        available_to_sell(&levels, Some(locs), Some(m), &orders, now),
+                        market_state.get(m).copied().unwrap_or(false),
+                    ));
                 }
-                let event_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO restock_events (store_id, variant_id, product_id, transition_id, quantity, available_until, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                )
-                .bind(v.store_id)
-                .bind(variant.0)
-                .bind(v.product_id)
-                .bind(transition_id)
-                .bind(available)
-                .bind(until)
-                .bind(now)
-                .fetch_one(&mut **self)
-                .await?;
-                let event = RestockEventId(event_id);
-                let planned = self.plan_restock(event, now).await?;
-                Ok(Some(RestockOutcome { event_id: event, variant_id: variant, sku: v.sku, quantity: available, planned }))
-            }
-
-            async fn plan_restock(&mut self, event: RestockEventId, now: i64) -> Result<u64> {
-                let Some((variant, product)): Option<(i64, i64)> =
-                    sqlx::query_as("SELECT variant_id, product_id FROM restock_events WHERE id = $1")
-                        .bind(event.0)
-                        .fetch_optional(&mut **self)
-                        .await?
-                else {
-                    return Ok(0);
-                };
-                let mut planned = 0;
-                for sql in [PLAN_VARIANT_SQL, PLAN_PRODUCT_SQL] {
-                    planned += sqlx::query(sql)
-                        .bind(event.0)
-                        .bind(variant)
-                        .bind(product)
-                        .bind(now)
-                        .execute(&mut **self)
-                        .await?
-                        .rows_affected();
-                }
-                sqlx::query("UPDATE restock_events SET planned_count = planned_count + $2 WHERE id = $1")
-                    .bind(event.0)
-                    .bind(planned as i64)
-                    .execute(&mut **self)
+                let mut restocks = Vec::new();
+                let mut policy: Option<String> = None;
+                for (market, available, in_stock) in scopes {
+                    let (next, transition) =
+                        next_state(Availability::from_in_stock(in_stock), available, thresholds);
+                    match &market {
+                        None => {
+                            sqlx::query(
+                                "UPDATE variants SET available = $2, available_until = $3, in_stock = $4, \
+                                    state_changed_at = CASE WHEN $5 THEN $6 ELSE state_changed_at END \
+                                 WHERE id = $1",
+                            )
+                            .bind(variant.0)
+                            .bind(available)
+                            .bind(until)
+                            .bind(next == Availability::InStock)
+                            .bind(transition.is_some())
+                            .bind(now)
+                            .execute(&mut **self)
+                            .await?;
+                        }
+                        Some(m) => {
+                            sqlx::query(
+                                "INSERT INTO variant_markets (variant_id, market, store_id, available, in_stock, state_changed_at) \
+                                 VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN $7 END) \
+                                 ON CONFLICT (variant_id, market) DO UPDATE SET available = excluded.available, \
+                                   in_stock = excluded.in_stock, \
+                                   state_changed_at = COALESCE(excluded.state_changed_at, variant_markets.state_changed_at)",
+                            )
+                            .bind(variant.0)
+                            .bind(m)
+                            .bind(v.store_id)
+                            .bind(available)
+                            .bind(next == Availability::InStock)
+                            .bind(transition.is_some())
+                            .bind(now)
+                            .execute(&mut **self)
+                            .await?;
+                        }
+                    }
+                    let Some(transition) = transition else { continue };
+                    let transition_id: i64 = sqlx::query_scalar(
+                        "INSERT INTO availability_transitions (store_id, variant_id, market, to_state, quantity, cause, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    )
+                    .bind(v.store_id)
+                    .bind(variant.0)
+                    .bind(market.as_deref())
+                    .bind(next.as_str())
+                    .bind(available)
+                    .bind(cause)
+                    .bind(now)
+                    .fetch_one(&mut **self)
                     .await?;
-                Ok(planned)
+                    if transition != Transition::Restocked || !fires {
+                        continue;
+                    }
+                    // The rules this restock is released under, fixed now.
+                    let policy = policy.get_or_insert_with(|| {
+                        let store = parse_store_policy(&v.store_policy);
+                        let release = parse_release_policy(v.release_policy.as_deref());
+                        serde_json::to_string(&store.for_product(release.as_ref())).unwrap_or_default()
+                    });
+                    let event_id: i64 = sqlx::query_scalar(
+                        "INSERT INTO restock_events (store_id, variant_id, product_id, transition_id, quantity, available_until, \
+                                                     created_at, market, policy, plan_state, next_run_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $7) RETURNING id",
+                    )
+                    .bind(v.store_id)
+                    .bind(variant.0)
+                    .bind(v.product_id)
+                    .bind(transition_id)
+                    .bind(available)
+                    .bind(until)
+                    .bind(now)
+                    .bind(market.as_deref())
+                    .bind(policy.as_str())
+                    .fetch_one(&mut **self)
+                    .await?;
+                    restocks.push(RestockOutcome {
+                        event_id: RestockEventId(event_id),
+                        variant_id: variant,
+                        sku: v.sku.clone(),
+                        market,
+                        quantity: available,
+                    });
+                }
+                Ok(restocks)
             }
 
             async fn insert_rejection(&mut self, r: &NewRejection, now: i64) -> Result<i64> {
@@ -248,10 +319,36 @@ pub struct RestockEventRow {
     pub id: i64,
     pub variant_id: i64,
     pub sku: String,
+    pub market: Option<String>,
     pub quantity: i64,
     pub available_until: Option<i64>,
     pub planned_count: i64,
+    pub held_count: i64,
+    pub held_out_count: i64,
+    pub deferred_count: i64,
+    pub plan_state: String,
+    pub wave: i64,
+    pub next_run_at: Option<i64>,
+    pub last_error: Option<String>,
     pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct WaveRow {
+    pub wave: i64,
+    pub started_at: i64,
+    pub available: i64,
+    pub capacity: Option<i64>,
+    pub planned: i64,
+    pub held: i64,
+}
+
+macro_rules! event_columns {
+    () => {
+        "e.id, e.variant_id, v.sku, e.market, e.quantity, e.available_until, e.planned_count, e.held_count, \
+         e.held_out_count, e.deferred_count, e.plan_state, e.wave, e.next_run_at, e.last_error, e.created_at, e.finished_at"
+    };
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -327,25 +424,22 @@ impl Db {
                 .bind(&u.location)
                 .fetch_optional(&mut *tx)
                 .await?;
-                // Stale: older than what is stored, or the same version with the same
-                // quantity (a replay). The same version with a different quantity
-                // comes from a source whose clock is coarser than its updates (or
-                // from two receipt-stamped updates in one millisecond): the one
-                // received later wins.
-                if let Some((observed_at_ms, sequence, available)) = stored {
-                    let stored_version = Version { observed_at_ms, sequence };
-                    let replay = u.version == stored_version && u.available == available;
-                    if replay || (u.version != stored_version && !u.version.is_newer(&stored_version)) {
-                        out.stale += 1;
-                        continue;
-                    }
+                // Stale or a replay: the core's ordering rule decides.
+                let stored = stored.map(|(observed_at_ms, sequence, available)| Level {
+                    available,
+                    version: Version { observed_at_ms, sequence },
+                });
+                let incoming = Level { available: u.available, version: u.version };
+                if restock_core::stock::apply(stored.as_ref(), incoming).is_none() {
+                    out.stale += 1;
+                    continue;
                 }
                 sqlx::query(
                     "INSERT INTO stock_levels (variant_id, location, store_id, available, incoming, incoming_at, \
-                                               available_until, observed_at, sequence, source, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                                               available_until, observed_at, sequence, source, updated_at, reserved) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                      ON CONFLICT (variant_id, location) DO UPDATE SET \
-                       available = excluded.available, incoming = excluded.incoming, \
+                       available = excluded.available, reserved = excluded.reserved, incoming = excluded.incoming, \
                        incoming_at = excluded.incoming_at, available_until = excluded.available_until, \
                        observed_at = excluded.observed_at, sequence = excluded.sequence, \
                        source = excluded.source, updated_at = excluded.updated_at",
@@ -361,6 +455,7 @@ impl Db {
                 .bind(u.version.sequence)
                 .bind(source)
                 .bind(now)
+                .bind(u.reserved)
                 .execute(&mut *tx)
                 .await?;
                 out.applied += 1;
@@ -370,9 +465,7 @@ impl Db {
                 out.rejection_ids.push(tx.insert_rejection(r, now).await?);
             }
             for vid in touched {
-                if let Some(restock) = tx.evaluate_variant(VariantId(vid), source, now).await? {
-                    out.restocks.push(restock);
-                }
+                out.restocks.extend(tx.evaluate_variant(VariantId(vid), source, now).await?);
             }
             tx.commit().await?;
         });
@@ -381,15 +474,39 @@ impl Db {
 
     pub async fn restock_events(&self, store: StoreId, limit: i64) -> Result<Vec<RestockEventRow>> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT e.id, e.variant_id, v.sku, e.quantity, e.available_until, e.planned_count, e.created_at \
-                 FROM restock_events e JOIN variants v ON v.id = e.variant_id \
-                 WHERE e.store_id = $1 ORDER BY e.id DESC LIMIT $2",
-            )
+            Ok(sqlx::query_as(concat!("SELECT ", event_columns!(),
+                " FROM restock_events e JOIN variants v ON v.id = e.variant_id \
+                 WHERE e.store_id = $1 ORDER BY e.id DESC LIMIT $2"))
             .bind(store.0)
             .bind(limit)
             .fetch_all(pool)
             .await?)
+        })
+    }
+
+    /// One restock of a store, with its waves.
+    pub async fn restock_event(
+        &self,
+        store: StoreId,
+        id: RestockEventId,
+    ) -> Result<Option<(RestockEventRow, Vec<WaveRow>)>> {
+        with_pool!(self, pool => {
+            let row: Option<RestockEventRow> = sqlx::query_as(concat!("SELECT ", event_columns!(),
+                " FROM restock_events e JOIN variants v ON v.id = e.variant_id \
+                 WHERE e.store_id = $1 AND e.id = $2"))
+            .bind(store.0)
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let waves: Vec<WaveRow> = sqlx::query_as(
+                "SELECT wave, started_at, available, capacity, planned, held FROM restock_waves \
+                 WHERE restock_event_id = $1 ORDER BY wave",
+            )
+            .bind(id.0)
+            .fetch_all(pool)
+            .await?;
+            Ok(Some((row, waves)))
         })
     }
 
@@ -437,65 +554,5 @@ impl Db {
             }
             Ok(ids.len())
         })
-    }
-
-    /// Re-plans a restock event (used by tests and operators to prove replanning is
-    /// harmless): returns how many new notifications it added.
-    pub async fn replan(&self, event: RestockEventId, now: i64) -> Result<u64> {
-        with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let n = tx.plan_restock(event, now).await?;
-            tx.commit().await?;
-            Ok(n)
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The planner must read only the restocked variant's (or product's) waiting list:
-    /// each statement searches its partial index and scans no table.
-    #[tokio::test]
-    async fn planning_reads_only_the_waiting_list() {
-        let dir =
-            std::env::temp_dir().join(format!("restock-plan-{}", crate::util::random_token(6)));
-        let db = Db::connect_url(&format!("sqlite://{}/p.db", dir.display()), 2)
-            .await
-            .expect("db");
-        db.migrate().await.expect("migrate");
-        let Db::Sqlite(pool) = &db else {
-            unreachable!("sqlite")
-        };
-        for (sql, index) in [
-            (PLAN_VARIANT_SQL, "subscriptions_waiting_variant"),
-            (PLAN_PRODUCT_SQL, "subscriptions_waiting_product"),
-        ] {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .bind(1_i64)
-                    .bind(1_i64)
-                    .bind(1_i64)
-                    .bind(1_i64)
-                    .fetch_all(pool)
-                    .await
-                    .expect("explain");
-            let steps: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
-            assert!(
-                steps.iter().any(|s| s.contains(index)),
-                "{index} not used: {steps:?}"
-            );
-            assert!(
-                steps.iter().any(|s| s.contains("notifications_in_flight")),
-                "in-flight check is not an index probe: {steps:?}"
-            );
-            assert!(
-                !steps.iter().any(|s| s.starts_with("SCAN")),
-                "a table scan on the hot path: {steps:?}"
-            );
-        }
-        db.close().await;
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -16,11 +16,17 @@ pub struct StoreRow {
     pub min_stock: i64,
     pub notify_threshold: i64,
     pub created_at: i64,
+    /// The store's rules as JSON (`restock_core::policy::StorePolicy`).
+    pub policy: String,
 }
 
 impl StoreRow {
     pub fn store_id(&self) -> StoreId {
         StoreId(self.id)
+    }
+
+    pub fn policy(&self) -> restock_core::policy::StorePolicy {
+        super::stock::parse_store_policy(&self.policy)
     }
 
     pub fn origins(&self) -> Vec<String> {
@@ -45,7 +51,7 @@ pub struct NewStore<'a> {
 
 macro_rules! store_columns {
     () => {
-        "id, name, slug, publishable_key, shopify_secret, allowed_origins, min_stock, notify_threshold, created_at"
+        "id, name, slug, publishable_key, shopify_secret, allowed_origins, min_stock, notify_threshold, created_at, policy"
     };
 }
 
@@ -142,6 +148,22 @@ impl Db {
         with_pool!(self, pool => {
             Ok(sqlx::query_as(concat!("SELECT ", store_columns!(), " FROM stores ORDER BY id"))
                 .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    /// Replaces the store's rules (validated by the caller).
+    pub async fn set_store_policy(
+        &self,
+        store: StoreId,
+        policy: &restock_core::policy::StorePolicy,
+    ) -> Result<StoreRow> {
+        let json = serde_json::to_string(policy).unwrap_or_else(|_| "{}".into());
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("UPDATE stores SET policy = $2 WHERE id = $1 RETURNING ", store_columns!()))
+                .bind(store.0)
+                .bind(json)
+                .fetch_one(pool)
                 .await?)
         })
     }

@@ -14,7 +14,30 @@ pub struct LinkTarget {
     pub url: String,
 }
 
+/// What a sign-up's cancel link shows.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SignupTarget {
+    pub store_id: i64,
+    pub store_name: String,
+    pub product_title: String,
+    pub variant_title: Option<String>,
+    pub status: String,
+}
+
 impl Db {
+    pub async fn signup_target(&self, id: SubscriptionId) -> Result<Option<SignupTarget>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT s.store_id, st.name AS store_name, p.title AS product_title, v.title AS variant_title, s.status \
+                 FROM subscriptions s JOIN stores st ON st.id = s.store_id JOIN products p ON p.id = s.product_id \
+                 LEFT JOIN variants v ON v.id = s.variant_id WHERE s.id = $1",
+            )
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
     /// Where a notification's link leads: the variant's own page, else its product's.
     pub async fn link_target(&self, n: NotificationId) -> Result<Option<LinkTarget>> {
         with_pool!(self, pool => {

@@ -217,6 +217,20 @@ impl TestApp {
             .expect("dispatch runs")
     }
 
+    /// Plans the restocks that are due (as the workers would) and returns how many
+    /// alerts the first restock in a stock answer planned (0 when it reports none).
+    pub async fn planned(&self, store: &StoreKeys, stock_answer: &Value) -> i64 {
+        restock::planning::plan_due(&self.app)
+            .await
+            .expect("planning runs");
+        let Some(id) = stock_answer["restocks"][0]["restock_id"].as_i64() else {
+            return 0;
+        };
+        let (status, r) = self.get(&format!("/v1/restocks/{id}"), &store.api_key).await;
+        assert_eq!(status, 200, "{r}");
+        r["planned"].as_i64().expect("planned")
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
