@@ -13,8 +13,8 @@
 pub mod ids;
 pub mod planner;
 pub mod policy;
-pub mod schedule;
 pub mod retry;
+pub mod schedule;
 pub mod stock;
 pub mod token;
 pub mod values;

@@ -507,9 +507,8 @@ pub fn plan_page<R: Rng + ?Sized>(
     let k = holdouts_for(policy, tally.eligible + n)
         .saturating_sub(base_held)
         .min(n);
-    let held: std::collections::HashSet<usize> = sample(rng, n as usize, k as usize)
-        .into_iter()
-        .collect();
+    let held: std::collections::HashSet<usize> =
+        sample(rng, n as usize, k as usize).into_iter().collect();
     tally.eligible += n;
     tally.held_out = base_held + k;
     let mut sends = 0;
@@ -579,7 +578,10 @@ pub struct SendFacts {
 pub enum Check {
     Go,
     /// Not now: put it back, due at this time.
-    Defer { until_ms: i64, reason: DeferReason },
+    Defer {
+        until_ms: i64,
+        reason: DeferReason,
+    },
     /// Never: record why.
     Skip(HoldReason),
 }

@@ -198,7 +198,10 @@ impl StorePolicy {
             secs("frequency_cap.window_secs", c.window_secs, 1)?;
         }
         for (field, v) in [
-            ("recent_purchase_window_secs", self.recent_purchase_window_secs),
+            (
+                "recent_purchase_window_secs",
+                self.recent_purchase_window_secs,
+            ),
             ("interest_window_secs", self.interest_window_secs),
             ("reminder_after_secs", self.reminder_after_secs),
         ] {

@@ -71,8 +71,7 @@ impl QuietHours {
         )
         .unwrap_or(NaiveTime::MIN);
         // Inside a window that crosses midnight and before midnight: it ends tomorrow.
-        let day = if self.start_minute > self.end_minute && minute >= u32::from(self.start_minute)
-        {
+        let day = if self.start_minute > self.end_minute && minute >= u32::from(self.start_minute) {
             local.date() + Duration::days(1)
         } else {
             local.date()
@@ -106,8 +105,12 @@ impl FrequencyCap {
         let max = i64::from(self.max_messages);
         // Windows [a, a + w) containing t; the fullest starts at t - w + 1 or at a
         // message inside (t - w, t].
-        let starts = std::iter::once(t.saturating_sub(w - 1))
-            .chain(times.iter().copied().filter(|m| *m > t.saturating_sub(w) && *m <= t));
+        let starts = std::iter::once(t.saturating_sub(w - 1)).chain(
+            times
+                .iter()
+                .copied()
+                .filter(|m| *m > t.saturating_sub(w) && *m <= t),
+        );
         starts.into_iter().all(|a| {
             let end = a.saturating_add(w);
             let count = times.iter().filter(|m| **m >= a && **m < end).count() as i64;

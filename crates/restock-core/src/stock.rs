@@ -230,7 +230,7 @@ pub fn available_to_sell(
     orders: &[OrderedUnits],
     now_ms: i64,
 ) -> i64 {
-    let in_scope = |l: &&LevelFacts| locations.is_none_or(|ls| ls.iter().any(|x| *x == l.location));
+    let in_scope = |l: &&LevelFacts| locations.is_none_or(|ls| ls.contains(&l.location));
     let mut total: i64 = 0;
     let mut newest: Option<i64> = None;
     for l in levels.iter().filter(in_scope) {
@@ -422,26 +422,74 @@ mod tests {
         ];
         assert_eq!(available_to_sell(&levels, None, None, &[], 60), 7);
         let eu = vec!["a".to_string()];
-        assert_eq!(available_to_sell(&levels, Some(&eu), Some("eu"), &[], 60), 7);
+        assert_eq!(
+            available_to_sell(&levels, Some(&eu), Some("eu"), &[], 60),
+            7
+        );
         let orders = vec![
-            OrderedUnits { ordered_at_ms: 99, quantity: 4, market: None },  // reported
-            OrderedUnits { ordered_at_ms: 101, quantity: 2, market: None }, // not yet
-            OrderedUnits { ordered_at_ms: 102, quantity: 1, market: Some("eu".into()) },
+            OrderedUnits {
+                ordered_at_ms: 99,
+                quantity: 4,
+                market: None,
+            }, // reported
+            OrderedUnits {
+                ordered_at_ms: 101,
+                quantity: 2,
+                market: None,
+            }, // not yet
+            OrderedUnits {
+                ordered_at_ms: 102,
+                quantity: 1,
+                market: Some("eu".into()),
+            },
         ];
         assert_eq!(available_to_sell(&levels, None, None, &orders, 60), 4);
-        assert_eq!(available_to_sell(&levels, Some(&eu), Some("eu"), &orders, 60), 6);
+        assert_eq!(
+            available_to_sell(&levels, Some(&eu), Some("eu"), &orders, 60),
+            6
+        );
         let none: Vec<String> = vec![];
-        assert_eq!(available_to_sell(&levels, Some(&none), Some("us"), &orders, 60), 0);
+        assert_eq!(
+            available_to_sell(&levels, Some(&none), Some("us"), &orders, 60),
+            0
+        );
     }
 
     #[test]
     fn same_version_different_quantity_supersedes_but_a_replay_does_not() {
-        let v = Version { observed_at_ms: 5, sequence: None };
-        let stored = Level { available: 3, version: v };
-        assert!(!supersedes(&Level { available: 3, version: v }, &stored));
-        assert!(supersedes(&Level { available: 4, version: v }, &stored));
-        let older = Version { observed_at_ms: 4, sequence: None };
-        assert!(!supersedes(&Level { available: 9, version: older }, &stored));
+        let v = Version {
+            observed_at_ms: 5,
+            sequence: None,
+        };
+        let stored = Level {
+            available: 3,
+            version: v,
+        };
+        assert!(!supersedes(
+            &Level {
+                available: 3,
+                version: v
+            },
+            &stored
+        ));
+        assert!(supersedes(
+            &Level {
+                available: 4,
+                version: v
+            },
+            &stored
+        ));
+        let older = Version {
+            observed_at_ms: 4,
+            sequence: None,
+        };
+        assert!(!supersedes(
+            &Level {
+                available: 9,
+                version: older
+            },
+            &stored
+        ));
     }
 
     #[test]

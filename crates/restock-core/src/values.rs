@@ -130,7 +130,9 @@ impl TimeZone {
 
 /// How a message reaches a shopper. Email is sent today; the others are the
 /// contact points the channel modules add.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Email,

@@ -172,7 +172,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // The raw limit: the same N outbox rows written by one INSERT ... SELECT from
         // the waiting list, with no rule applied at all.
         let raw = b.db.bench_raw_insert_select(variant).await?;
-        println!("  raw INSERT ... SELECT of {n} outbox rows: {:.3} s", raw.as_secs_f64());
+        println!(
+            "  raw INSERT ... SELECT of {n} outbox rows: {:.3} s",
+            raw.as_secs_f64()
+        );
 
         // A stock update that restocks the variant: what intake waits for. Planning
         // runs afterwards in the workers (none run here), so the answer does not
@@ -356,7 +359,9 @@ impl Db {
             elapsed
         });
         if let Db::Postgres(pool) = self {
-            sqlx::query("VACUUM ANALYZE notifications").execute(pool).await?;
+            sqlx::query("VACUUM ANALYZE notifications")
+                .execute(pool)
+                .await?;
         }
         Ok(elapsed)
     }

@@ -83,10 +83,15 @@ async fn story(
                   "url": "https://demo-outfitters.example/products/trail-runner?variant=42-red"},
                  {"sku": "TR-43-RED", "title": "43 / Red", "options": {"size": "43", "colour": "Red"},
                   "url": "https://demo-outfitters.example/products/trail-runner?variant=43-red"}]}),
+        // A scarce item: released in waves of one shopper per unit, members of the
+        // "vip" tier first and alone for the first two seconds.
         json!({"id": "rain-shell", "title": "Rain Shell", "description": "Packable waterproof jacket.",
                "image_url": "https://demo-outfitters.example/img/rain-shell.jpg",
                "url": "https://demo-outfitters.example/products/rain-shell", "category": "jackets",
-               "price": 8900, "currency": "EUR", "variants": [
+               "price": 8900, "currency": "EUR",
+               "release": {"release": {"mode": "waves", "shoppers_per_unit": 1, "interval_secs": 2},
+                           "early_access": {"tiers": ["vip"], "window_secs": 2}},
+               "variants": [
                  {"sku": "RS-M-BLUE", "title": "M / Blue", "options": {"size": "M", "colour": "Blue"}, "price": 7900},
                  {"sku": "RS-L-BLUE", "title": "L / Blue", "options": {"size": "L", "colour": "Blue"}}]}),
         json!({"id": "wool-socks", "title": "Merino Socks", "description": "Warm and itch-free.",
@@ -127,43 +132,133 @@ async fn story(
     );
 
     let signups = [
-        ("ana@example.com", json!({"sku": "TR-42-RED"})),
-        ("ben@example.com", json!({"sku": "TR-42-RED"})),
-        ("chloe@example.com", json!({"sku": "RS-M-BLUE"})),
-        ("dev@example.com", json!({"sku": "RS-M-BLUE"})),
-        ("ana@example.com", json!({"sku": "TR-42-RED"})),
+        ("ana@example.com", "TR-42-RED"),
+        ("ben@example.com", "TR-42-RED"),
+        ("chloe@example.com", "RS-M-BLUE"),
+        ("dev@example.com", "RS-M-BLUE"),
+        ("erin@example.com", "RS-M-BLUE"),
+        ("finn@example.com", "RS-M-BLUE"),
+        ("ANA@Example.com", "TR-42-RED"),
     ];
-    println!("4. Shoppers signed up on the storefront (a repeated sign-up is merged):");
-    for (email, target) in &signups {
-        let mut body = target.clone();
-        body["email"] = json!(email);
+    println!(
+        "4. Shoppers signed up on the storefront (one person per address, whatever its case):"
+    );
+    for (email, sku) in &signups {
         let r = call(
             http.post(format!("{base}/storefront/v1/{pk}/subscriptions"))
                 .header("Origin", "https://demo-outfitters.example")
-                .json(&body),
+                .json(&json!({"email": email, "sku": sku})),
         )
         .await?;
         println!(
-            "   {email} asked to be notified about {} -> {}",
-            target["sku"].as_str().unwrap_or("?"),
+            "   {email} asked to be notified about {sku} -> {}",
             r["status"].as_str().unwrap_or("?")
         );
     }
+    let finn = call(
+        http.get(format!("{base}/v1/shoppers?email=finn@example.com"))
+            .bearer_auth(&key),
+    )
+    .await?;
+    call(
+        http.patch(format!("{base}/v1/shoppers/{}", finn["id"]))
+            .bearer_auth(&key)
+            .json(&json!({"tier": "vip"})),
+    )
+    .await?;
+    println!("   finn@example.com is a VIP (tier \"vip\", set through the API)");
 
     let r = call(stock(json!([
         {"sku": "TR-42-RED", "available": 12, "location": "warehouse-1"},
-        {"sku": "RS-M-BLUE", "available": 3, "available_until": "2030-12-31T23:00:00Z"}
+        {"sku": "RS-M-BLUE", "available": 2, "available_until": "2030-12-31T23:00:00Z"}
     ])))
     .await?;
-    println!("5. Restock, pushed through the stock API:");
+    println!("5. Restock, pushed through the stock API (planning runs in the workers):");
+    let mut rain = 0;
     for rs in r["restocks"].as_array().into_iter().flatten() {
-        println!(
-            "   {} is back ({} units), {} notification(s) planned",
-            rs["sku"].as_str().unwrap_or("?"),
-            rs["quantity"],
-            rs["planned"]
-        );
+        let sku = rs["sku"].as_str().unwrap_or("?");
+        let how = if sku == "RS-M-BLUE" {
+            rain = rs["restock_id"].as_i64().unwrap_or(0);
+            "released in waves of 1 shopper per unit, VIPs alone for the first 2 s"
+        } else {
+            "released to everyone at once"
+        };
+        println!("   {sku} is back ({} units): {how}", rs["quantity"]);
     }
+
+    // The rain shell's waves, as the workers release them.
+    let wave_line = |n: i64, who: Vec<String>, note: &str| {
+        println!("   wave {n}{note}: {}", who.join(", "));
+    };
+    let recipients_of_wave = |wave: i64| {
+        let http = http.clone();
+        let key = key.clone();
+        let base = base.to_string();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let sent = call(
+                    http.get(format!("{base}/v1/notifications?state=done"))
+                        .bearer_auth(&key),
+                )
+                .await?;
+                let mut who: Vec<String> = sent["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| n["sku"] == "RS-M-BLUE" && n["wave"] == wave)
+                    .filter_map(|n| n["recipient"].as_str().map(str::to_string))
+                    .collect();
+                let e = call(
+                    http.get(format!("{base}/v1/restocks/{rain}"))
+                        .bearer_auth(&key),
+                )
+                .await?;
+                let planned_in_wave = e["wave_list"]
+                    .as_array()
+                    .and_then(|w| w.iter().find(|w| w["wave"] == wave))
+                    .and_then(|w| w["planned"].as_i64());
+                if planned_in_wave.is_some_and(|p| p > 0 && who.len() as i64 == p) {
+                    who.sort();
+                    return Ok::<_, anyhow::Error>(who);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("wave {wave} was not released in 15 s: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    println!("6. RS-M-BLUE, 2 units, 4 waiting:");
+    wave_line(
+        1,
+        recipients_of_wave(1).await?,
+        " (early access: only VIPs, though there is room for 2)",
+    );
+    wave_line(
+        2,
+        recipients_of_wave(2).await?,
+        " (2 s later: 1 shopper per unit still available)",
+    );
+    call(stock(json!([{"sku": "RS-M-BLUE", "available": 0}]))).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let e = call(
+            http.get(format!("{base}/v1/restocks/{rain}"))
+                .bearer_auth(&key),
+        )
+        .await?;
+        if e["plan_state"] == "sold_out" {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the sell-out did not stop the waves: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "   then it sold out: the next wave stops, erin@example.com keeps her place for the next restock"
+    );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -181,7 +276,7 @@ async fn story(
             .bearer_auth(&key),
     )
     .await?;
-    println!("6. Delivered by the dispatch workers:");
+    println!("7. Delivered by the dispatch workers:");
     for n in sent["items"].as_array().into_iter().flatten() {
         println!(
             "   {:<20} notified about {}",

@@ -47,7 +47,10 @@ impl Metrics {
             &["source"],
         );
         let planned = IntCounterVec::new(
-            Opts::new("planning_decisions_total", "Planning decisions: planned to send, or held back"),
+            Opts::new(
+                "planning_decisions_total",
+                "Planning decisions: planned to send, or held back",
+            ),
             &["decision"],
         );
         let outbox_depth = IntGaugeVec::new(
@@ -93,7 +96,9 @@ impl Metrics {
     pub async fn render(&self, db: &Db) -> String {
         match db.outbox_depth(None).await {
             Ok(rows) => {
-                for state in ["pending", "running", "done", "failed", "dead", "skipped", "held"] {
+                for state in [
+                    "pending", "running", "done", "failed", "dead", "skipped", "held",
+                ] {
                     let n = rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
                     self.outbox_depth.with_label_values(&[state]).set(n);
                 }

@@ -151,7 +151,11 @@ impl Setup {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let e = self
-                .call(reqwest::Method::GET, &format!("/v1/restocks/{id}"), json!(null))
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/restocks/{id}"),
+                    json!(null),
+                )
                 .await;
             if e["plan_state"] == "done" {
                 assert_eq!(e["planned"], n, "{e}");

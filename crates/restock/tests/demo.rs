@@ -21,12 +21,20 @@ fn demo_runs_the_loop_and_writes_readable_messages() {
         "ben@example.com      notified about TR-42-RED",
         "chloe@example.com    notified about RS-M-BLUE",
         "dev@example.com      notified about RS-M-BLUE",
-        "ana@example.com asked to be notified about TR-42-RED -> merged",
-        "TR-42-RED is back (12 units), 2 notification(s) planned",
-        "RS-M-BLUE is back (3 units), 2 notification(s) planned",
+        "finn@example.com     notified about RS-M-BLUE",
+        "ANA@Example.com asked to be notified about TR-42-RED -> merged",
+        "TR-42-RED is back (12 units): released to everyone at once",
+        "RS-M-BLUE is back (2 units): released in waves of 1 shopper per unit",
+        "wave 1 (early access: only VIPs, though there is room for 2): finn@example.com",
+        "wave 2 (2 s later: 1 shopper per unit still available): chloe@example.com, dev@example.com",
+        "erin@example.com keeps her place",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
+    assert!(
+        !stdout.contains("erin@example.com     notified"),
+        "{stdout}"
+    );
     let mut recipients: Vec<String> = std::fs::read_dir(dir.path().join("outbox"))
         .expect("outbox folder")
         .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
@@ -49,7 +57,8 @@ fn demo_runs_the_loop_and_writes_readable_messages() {
             "ana@example.com",
             "ben@example.com",
             "chloe@example.com",
-            "dev@example.com"
+            "dev@example.com",
+            "finn@example.com"
         ]
     );
     assert!(

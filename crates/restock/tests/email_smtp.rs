@@ -38,7 +38,11 @@ async fn restocked_with_waiters(t: &TestApp, emails: &[&str]) -> StoreKeys {
             json!([{"sku": "S-42", "available": 7, "available_until": "2026-03-20T18:00:00Z"}]),
         )
         .await;
-    assert_eq!(t.planned(&store, &body).await, emails.len() as i64, "{body}");
+    assert_eq!(
+        t.planned(&store, &body).await,
+        emails.len() as i64,
+        "{body}"
+    );
     store
 }
 

@@ -21,11 +21,9 @@ use restock::storage::demand::{ConsentInput, PreferenceChange, SignUp, Subscribe
 use restock::storage::orders::{OrderInput, OrderLineInput};
 use restock::storage::stores::NewStore;
 use restock::util::Clock;
-use restock_core::ids::{
-    ContactPointId, ProductId, ShopperId, StoreId, SubscriptionId, VariantId,
-};
+use restock_core::ids::{ContactPointId, ProductId, ShopperId, StoreId, SubscriptionId, VariantId};
 use restock_core::planner::{
-    Candidate, Contact, Outcome, OptOuts, Position, Restock, Tally, Wave, plan_page,
+    Candidate, Contact, OptOuts, Outcome, Position, Restock, Tally, Wave, plan_page,
 };
 use restock_core::policy::StorePolicy;
 use restock_core::stock::{StockUpdate, Version};
@@ -33,11 +31,26 @@ use restock_core::values::{Channel, Currency, Email, HttpUrl, Sku};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Stock { variant: usize, qty: i64 },
-    Subscribe { shopper: usize, variant: Option<usize>, upper: bool },
-    Cancel { pick: usize },
-    OptOut { shopper: usize, what: u8 },
-    Order { shopper: usize, variant: usize },
+    Stock {
+        variant: usize,
+        qty: i64,
+    },
+    Subscribe {
+        shopper: usize,
+        variant: Option<usize>,
+        upper: bool,
+    },
+    Cancel {
+        pick: usize,
+    },
+    OptOut {
+        shopper: usize,
+        what: u8,
+    },
+    Order {
+        shopper: usize,
+        variant: usize,
+    },
     Deliver,
 }
 
@@ -84,7 +97,12 @@ const WINDOW_MS: i64 = 1_000_000;
 async fn seed(db: &Db) -> (StoreId, ProductId, Vec<VariantId>) {
     let store = db
         .create_store(
-            NewStore { name: "P", slug: "p", allowed_origins: &[], shopify_secret: None },
+            NewStore {
+                name: "P",
+                slug: "p",
+                allowed_origins: &[],
+                shopify_secret: None,
+            },
             0,
         )
         .await
@@ -122,10 +140,19 @@ async fn seed(db: &Db) -> (StoreId, ProductId, Vec<VariantId>) {
         release: None,
         variants: vec![variant("V0"), variant("V1"), variant("V2")],
     };
-    let (product, _) = db.upsert_product(store, &product, 0).await.expect("product");
+    let (product, _) = db
+        .upsert_product(store, &product, 0)
+        .await
+        .expect("product");
     let mut variants = Vec::new();
     for sku in ["V0", "V1", "V2"] {
-        variants.push(VariantId(db.variant_by_sku(store, sku).await.expect("q").expect("v").id));
+        variants.push(VariantId(
+            db.variant_by_sku(store, sku)
+                .await
+                .expect("q")
+                .expect("v")
+                .id,
+        ));
     }
     (store, product, variants)
 }
@@ -152,15 +179,26 @@ fn expected(m: &Model, variant: usize, now: i64) -> BTreeMap<i64, Outcome> {
             Candidate {
                 shopper: ShopperId(shopper_id),
                 subscriptions: vec![SubscriptionId(*id)],
-                position: Position { signed_up_at_ms: s.created_at, subscription: SubscriptionId(*id) },
+                position: Position {
+                    signed_up_at_ms: s.created_at,
+                    subscription: SubscriptionId(*id),
+                },
                 last_signup_at_ms: s.created_at,
                 tier: None,
                 time_zone: None,
                 preferred_channel: None,
                 opt_outs: OptOuts {
                     all: m.opt_all.contains(&s.shopper),
-                    categories: if m.opt_category.contains(&s.shopper) { vec!["shoes".into()] } else { vec![] },
-                    channels: if m.opt_email.contains(&s.shopper) { vec![Channel::Email] } else { vec![] },
+                    categories: if m.opt_category.contains(&s.shopper) {
+                        vec!["shoes".into()]
+                    } else {
+                        vec![]
+                    },
+                    channels: if m.opt_email.contains(&s.shopper) {
+                        vec![Channel::Email]
+                    } else {
+                        vec![]
+                    },
                 },
                 contacts: vec![Contact {
                     id: ContactPointId(contact),
@@ -169,7 +207,11 @@ fn expected(m: &Model, variant: usize, now: i64) -> BTreeMap<i64, Outcome> {
                     consent: !m.opt_email.contains(&s.shopper),
                     suppressed: false,
                 }],
-                last_purchase_ms: m.bought.get(&s.shopper).copied().filter(|t| *t >= now - WINDOW_MS),
+                last_purchase_ms: m
+                    .bought
+                    .get(&s.shopper)
+                    .copied()
+                    .filter(|t| *t >= now - WINDOW_MS),
                 message_times_ms: vec![],
                 in_flight: m.pending.iter().any(|(_, _, subs)| subs.contains(id)),
                 decided: false,
@@ -178,9 +220,16 @@ fn expected(m: &Model, variant: usize, now: i64) -> BTreeMap<i64, Outcome> {
         .collect();
     page.sort_by_key(|c| c.position);
     let plan = plan_page(
-        &Restock { category: Some("shoes".into()), at_ms: now },
+        &Restock {
+            category: Some("shoes".into()),
+            at_ms: now,
+        },
         &policy,
-        Wave { number: 1, now_ms: now, room: None },
+        Wave {
+            number: 1,
+            now_ms: now,
+            room: None,
+        },
         &mut Tally::default(),
         page,
         &mut rand::rngs::StdRng::seed_from_u64(1),
@@ -220,9 +269,14 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let (store, product, variants) = seed(db).await;
     let clock = Clock::manual(10_000_000);
     let config = Config::from_defaults_and("[dispatch]\nenabled = false").expect("config");
-    let app = App::new(config, db.clone(), clock.clone(), EmailChannel::Memory(MemoryOutbox::default()))
-        .await
-        .expect("app");
+    let app = App::new(
+        config,
+        db.clone(),
+        clock.clone(),
+        EmailChannel::Memory(MemoryOutbox::default()),
+    )
+    .await
+    .expect("app");
     let mut m = Model::default();
     // Restocks not planned yet.
     let mut unplanned: Vec<i64> = Vec::new();
@@ -231,12 +285,21 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let now = clock.now_ms();
         let deliver = matches!(op, Op::Deliver);
         match op {
-            Op::Subscribe { shopper, variant, upper } => {
+            Op::Subscribe {
+                shopper,
+                variant,
+                upper,
+            } => {
                 let target = match variant {
-                    Some(v) => Target::Variant { product, variant: variants[v] },
+                    Some(v) => Target::Variant {
+                        product,
+                        variant: variants[v],
+                    },
                     None => Target::Product(product),
                 };
-                if variant.is_some_and(|v| m.in_stock[v]) || (variant.is_none() && m.in_stock.iter().any(|s| *s)) {
+                if variant.is_some_and(|v| m.in_stock[v])
+                    || (variant.is_none() && m.in_stock.iter().any(|s| *s))
+                {
                     continue; // the API refuses sign-ups for what is in stock
                 }
                 let signup = SignUp {
@@ -253,19 +316,41 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert!(!m.opt_all.contains(&shopper));
                         let contact = db.shopper_contacts(sh).await.expect("contacts")[0].id;
                         if let Some((known, _)) = m.ids.get(&shopper) {
-                            prop_assert_eq!(*known, sh.0, "one shopper whatever the case of the address");
+                            prop_assert_eq!(
+                                *known,
+                                sh.0,
+                                "one shopper whatever the case of the address"
+                            );
                         }
                         m.ids.insert(shopper, (sh.0, contact));
-                        let dup = m.subs.values().any(|s| s.waiting && s.shopper == shopper && s.variant == variant);
+                        let dup = m
+                            .subs
+                            .values()
+                            .any(|s| s.waiting && s.shopper == shopper && s.variant == variant);
                         prop_assert!(!dup, "a second waiting sign-up for one target");
-                        m.subs.insert(id.0, Sub { shopper, variant, created_at: now, waiting: true });
+                        m.subs.insert(
+                            id.0,
+                            Sub {
+                                shopper,
+                                variant,
+                                created_at: now,
+                                waiting: true,
+                            },
+                        );
                     }
                     SubscribeOutcome::Merged(id, _) => {
                         let s = m.subs.get(&id.0).expect("merged into a known sign-up");
-                        prop_assert_eq!((s.shopper, s.variant, s.waiting), (shopper, variant, true));
+                        prop_assert_eq!(
+                            (s.shopper, s.variant, s.waiting),
+                            (shopper, variant, true)
+                        );
                     }
-                    SubscribeOutcome::ConfirmationRequired => prop_assert!(m.opt_all.contains(&shopper)),
-                    SubscribeOutcome::Suppressed => prop_assert!(false, "nobody is suppressed here"),
+                    SubscribeOutcome::ConfirmationRequired => {
+                        prop_assert!(m.opt_all.contains(&shopper))
+                    }
+                    SubscribeOutcome::Suppressed => {
+                        prop_assert!(false, "nobody is suppressed here")
+                    }
                 }
                 // A consent is recorded with every sign-up (an email opt-out is undone).
                 m.opt_email.remove(&shopper);
@@ -275,7 +360,9 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let id = *m.subs.keys().nth(pick % m.subs.len()).expect("pick");
-                db.cancel_subscription(store, SubscriptionId(id), now).await.expect("cancel");
+                db.cancel_subscription(store, SubscriptionId(id), now)
+                    .await
+                    .expect("cancel");
                 let s = m.subs.get_mut(&id).expect("sub");
                 if s.waiting {
                     s.waiting = false;
@@ -283,16 +370,33 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::OptOut { shopper, what } => {
-                let Some((id, _)) = m.ids.get(&shopper) else { continue };
+                let Some((id, _)) = m.ids.get(&shopper) else {
+                    continue;
+                };
                 let mut change = PreferenceChange::default();
                 match what {
-                    0 => { change.all = Some(false); m.opt_all.insert(shopper); }
-                    1 => { change.categories.push(("shoes".into(), false)); m.opt_category.insert(shopper); }
-                    _ => { change.channels.push((Channel::Email, false)); m.opt_email.insert(shopper); }
+                    0 => {
+                        change.all = Some(false);
+                        m.opt_all.insert(shopper);
+                    }
+                    1 => {
+                        change.categories.push(("shoes".into(), false));
+                        m.opt_category.insert(shopper);
+                    }
+                    _ => {
+                        change.channels.push((Channel::Email, false));
+                        m.opt_email.insert(shopper);
+                    }
                 }
-                db.change_preferences(store, ShopperId(*id), &change, &ConsentInput::default(), now)
-                    .await
-                    .expect("preferences");
+                db.change_preferences(
+                    store,
+                    ShopperId(*id),
+                    &change,
+                    &ConsentInput::default(),
+                    now,
+                )
+                .await
+                .expect("preferences");
             }
             Op::Order { shopper, variant } => {
                 let order = OrderInput {
@@ -303,17 +407,25 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     currency: None,
                     market: None,
                     ordered_at: now,
-                    lines: vec![OrderLineInput { sku: Sku::parse(&format!("V{variant}")).expect("sku"), quantity: 1, price_minor: None }],
+                    lines: vec![OrderLineInput {
+                        sku: Sku::parse(&format!("V{variant}")).expect("sku"),
+                        quantity: 1,
+                        price_minor: None,
+                    }],
                 };
                 db.record_order(store, &order, now).await.expect("order");
                 if m.ids.contains_key(&shopper) {
                     m.bought.insert(shopper, now);
                     for s in m.subs.values_mut() {
-                        if s.shopper == shopper && s.waiting && s.variant.is_none_or(|v| v == variant) {
+                        if s.shopper == shopper
+                            && s.waiting
+                            && s.variant.is_none_or(|v| v == variant)
+                        {
                             s.waiting = false;
                         }
                     }
-                    m.pending.retain(|(sh, v, _)| !(*sh == shopper && *v == variant));
+                    m.pending
+                        .retain(|(sh, v, _)| !(*sh == shopper && *v == variant));
                 }
                 // The order counts against stock the sources have not reported yet.
                 m.ordered_since[variant] += 1;
@@ -330,9 +442,15 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     incoming: None,
                     incoming_at_ms: None,
                     available_until_ms: None,
-                    version: Version { observed_at_ms: now, sequence: None },
+                    version: Version {
+                        observed_at_ms: now,
+                        sequence: None,
+                    },
                 };
-                let out = db.apply_stock_batch(store, "test", &[update], &[], now).await.expect("apply");
+                let out = db
+                    .apply_stock_batch(store, "test", &[update], &[], now)
+                    .await
+                    .expect("apply");
                 let was = m.in_stock[variant];
                 m.level[variant] = qty;
                 m.ordered_since[variant] = 0;
@@ -354,24 +472,53 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         Db::Postgres(p) => sqlx::query_scalar(sql).bind(event).fetch_one(p).await,
                     }
                     .expect("event");
-                    variants.iter().position(|x| x.0 == v).expect("known variant")
+                    variants
+                        .iter()
+                        .position(|x| x.0 == v)
+                        .expect("known variant")
                 };
                 let want = expected(&m, variant, clock.now_ms());
                 restock::planning::plan_due(&app).await.expect("plan");
                 let got = decisions(db, event).await;
                 let want_kinds: BTreeMap<i64, (String, Option<String>)> = want
                     .iter()
-                    .map(|(s, o)| (*s, match o {
-                        Outcome::Send(s) => ("pending".to_string(), s.deferred.map(|d| d.as_str().to_string())),
-                        Outcome::Hold(r) => ("held".to_string(), Some(r.as_str().to_string())),
-                    }))
+                    .map(|(s, o)| {
+                        (
+                            *s,
+                            match o {
+                                Outcome::Send(s) => (
+                                    "pending".to_string(),
+                                    s.deferred.map(|d| d.as_str().to_string()),
+                                ),
+                                Outcome::Hold(r) => {
+                                    ("held".to_string(), Some(r.as_str().to_string()))
+                                }
+                            },
+                        )
+                    })
                     .collect();
-                prop_assert_eq!(&got, &want_kinds, "restock of V{} planned differently from the core planner", variant);
+                prop_assert_eq!(
+                    &got,
+                    &want_kinds,
+                    "restock of V{} planned differently from the core planner",
+                    variant
+                );
                 for (shopper_id, o) in &want {
                     if matches!(o, Outcome::Send(_)) {
-                        let shopper = m.ids.iter().find(|(_, (id, _))| id == shopper_id).map(|(k, _)| *k).expect("known");
-                        let subs: Vec<i64> = m.subs.iter()
-                            .filter(|(_, s)| s.shopper == shopper && s.waiting && s.variant.is_none_or(|v| v == variant))
+                        let shopper = m
+                            .ids
+                            .iter()
+                            .find(|(_, (id, _))| id == shopper_id)
+                            .map(|(k, _)| *k)
+                            .expect("known");
+                        let subs: Vec<i64> = m
+                            .subs
+                            .iter()
+                            .filter(|(_, s)| {
+                                s.shopper == shopper
+                                    && s.waiting
+                                    && s.variant.is_none_or(|v| v == variant)
+                            })
                             .map(|(id, _)| *id)
                             .collect();
                         m.pending.push((shopper, variant, subs));
@@ -381,13 +528,27 @@ async fn run_case(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         // Deliveries: claim everything due and record it sent.
         if deliver {
-            let claimed = db.claim_due(clock.now_ms(), 60_000, 1_000).await.expect("claim");
+            let claimed = db
+                .claim_due(clock.now_ms(), 60_000, 1_000)
+                .await
+                .expect("claim");
             for n in claimed {
-                prop_assert!(db.record_sent(&n, clock.now_ms(), None).await.expect("sent"));
-                let covered: Vec<i64> = std::iter::once(n.subscription_id).chain(n.extra_subscription_id).collect();
+                prop_assert!(
+                    db.record_sent(&n, clock.now_ms(), None)
+                        .await
+                        .expect("sent")
+                );
+                let covered: Vec<i64> = std::iter::once(n.subscription_id)
+                    .chain(n.extra_subscription_id)
+                    .collect();
                 let before = m.pending.len();
-                m.pending.retain(|(_, _, subs)| !covered.iter().any(|c| subs.contains(c)));
-                prop_assert_eq!(before, m.pending.len() + 1, "sent an alert the model did not plan");
+                m.pending
+                    .retain(|(_, _, subs)| !covered.iter().any(|c| subs.contains(c)));
+                prop_assert_eq!(
+                    before,
+                    m.pending.len() + 1,
+                    "sent an alert the model did not plan"
+                );
                 for id in covered {
                     if let Some(s) = m.subs.get_mut(&id) {
                         s.waiting = false;

@@ -142,7 +142,8 @@ both_dbs!(
         let body = set(&t, &store, "S-42", 5, 21).await;
         assert_eq!(body["restocks"].as_array().map(Vec::len), Some(1));
         assert_eq!(
-            t.planned(&store, &body).await, 0,
+            t.planned(&store, &body).await,
+            0,
             "both were notified already"
         );
         t.stop().await;
@@ -210,7 +211,8 @@ both_dbs!(
             201
         );
         assert_eq!(
-            t.planned(&store, &set(&t, &store, "S-42", 2, 2).await).await,
+            t.planned(&store, &set(&t, &store, "S-42", 2, 2).await)
+                .await,
             1
         );
         set(&t, &store, "S-42", 0, 3).await;
@@ -232,7 +234,8 @@ both_dbs!(
         assert_eq!(subs["items"][0]["status"], "waiting");
 
         assert_eq!(
-            t.planned(&store, &set(&t, &store, "S-42", 3, 4).await).await,
+            t.planned(&store, &set(&t, &store, "S-42", 3, 4).await)
+                .await,
             1
         );
         assert_eq!(t.run_pending().await, 1);
@@ -268,9 +271,23 @@ both_dbs!(
             "2026-03-02T12:00:00.000Z"
         );
         t.advance(120_000);
-        assert_eq!(t.run_pending().await, 2);
+        // S-43's stock expired before its restock was planned: nothing is planned for it.
+        assert_eq!(t.run_pending().await, 1);
         let files = t.sent_files();
         assert_eq!(files.len(), 1, "the expired stock was not announced");
+        let (_, restocks) = t.get("/v1/restocks", &store.api_key).await;
+        let s43 = restocks
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["sku"] == "S-43")
+            .expect("S-43 restock")
+            .clone();
+        assert_eq!(
+            (s43["plan_state"].clone(), s43["planned"].clone()),
+            (json!("sold_out"), json!(0)),
+            "{s43}"
+        );
         let msg = mail_parser::MessageParser::default()
             .parse(&files[0])
             .expect("MIME");
@@ -300,11 +317,13 @@ both_dbs!(
             201
         );
         assert_eq!(
-            t.planned(&store, &set(&t, &store, "S-43", 4, 2).await).await,
+            t.planned(&store, &set(&t, &store, "S-43", 4, 2).await)
+                .await,
             1
         );
         assert_eq!(
-            t.planned(&store, &set(&t, &store, "S-42", 4, 3).await).await,
+            t.planned(&store, &set(&t, &store, "S-42", 4, 3).await)
+                .await,
             0,
             "already on its way"
         );

@@ -190,7 +190,24 @@ both_dbs!(
             (Method::GET, "/v1/variants/S-42"),
             (Method::POST, "/v1/stock"),
             (Method::GET, "/v1/restocks"),
+            (Method::GET, "/v1/restocks/1"),
+            (Method::GET, "/v1/store/policy"),
+            (Method::PUT, "/v1/store/policy"),
+            (Method::GET, "/v1/markets"),
+            (Method::PUT, "/v1/markets/eu"),
+            (Method::POST, "/v1/orders"),
             (Method::GET, "/v1/subscriptions"),
+            (Method::POST, "/v1/subscriptions"),
+            (Method::GET, "/v1/subscriptions/1"),
+            (Method::DELETE, "/v1/subscriptions/1"),
+            (Method::GET, "/v1/shoppers"),
+            (Method::GET, "/v1/shoppers/1"),
+            (Method::PATCH, "/v1/shoppers/1"),
+            (Method::PUT, "/v1/shoppers/1/preferences"),
+            (Method::GET, "/v1/shoppers/1/consents"),
+            (Method::POST, "/v1/shoppers/1/consents"),
+            (Method::GET, "/v1/shoppers/1/subscriptions"),
+            (Method::GET, "/v1/shoppers/1/messages"),
             (Method::GET, "/v1/notifications"),
             (Method::GET, "/v1/outbox"),
             (Method::POST, "/v1/notifications/1/replay"),
@@ -219,7 +236,8 @@ both_dbs!(
                     let concrete = path
                         .replace("{id}", "1")
                         .replace("{handle}", "shoes")
-                        .replace("{sku}", "S-42");
+                        .replace("{sku}", "S-42")
+                        .replace("{market}", "eu");
                     let concrete = if concrete == "/v1/products/1" {
                         "/v1/products/shoe".to_string()
                     } else {

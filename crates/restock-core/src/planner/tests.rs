@@ -70,7 +70,11 @@ fn a_shoppers_variant_and_product_sign_ups_get_one_alert() {
     let p = plan(
         &Policy::default(),
         all_at_once(NOW),
-        vec![candidate(1, NOW - H), product_level, candidate(2, NOW - 2 * H)],
+        vec![
+            candidate(1, NOW - H),
+            product_level,
+            candidate(2, NOW - 2 * H),
+        ],
     );
     assert_eq!(p.decisions.len(), 2);
     let one = p
@@ -180,7 +184,9 @@ fn waves_take_shoppers_per_unit_in_order_and_keep_the_rest_waiting() {
     .for_product(None);
     let room = Wave::capacity(&policy, 2);
     assert_eq!(room, Some(4));
-    let page: Vec<Candidate> = (1..=10).map(|i| candidate(i, NOW - 100 * H + i * H)).collect();
+    let page: Vec<Candidate> = (1..=10)
+        .map(|i| candidate(i, NOW - 100 * H + i * H))
+        .collect();
     let p = plan(
         &policy,
         Wave {

@@ -47,7 +47,8 @@ ALTER TABLE restock_events ADD COLUMN market TEXT;
 ALTER TABLE restock_events ADD COLUMN policy TEXT;
 -- 'pending' (plan now), 'waiting' (next wave or end of early access at next_run_at),
 -- 'done' (everyone decided), 'sold_out' (stopped: the rest wait for the next restock),
--- 'failed' (gave up after repeated errors; last_error says why).
+-- 'superseded' (sold out and restocked again before it was released in full: the
+-- newer restock carries on), 'failed' (gave up after repeated errors; last_error says why).
 ALTER TABLE restock_events ADD COLUMN plan_state TEXT NOT NULL DEFAULT 'done';
 ALTER TABLE restock_events ADD COLUMN next_run_at INTEGER;
 ALTER TABLE restock_events ADD COLUMN wave INTEGER NOT NULL DEFAULT 0;

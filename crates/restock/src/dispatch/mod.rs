@@ -9,8 +9,8 @@ use rand::Rng;
 use restock_core::planner::{Check, HoldReason, SendFacts, recheck, reminder_at};
 use restock_core::policy::Policy;
 use restock_core::retry::{Decision, Failure};
-use restock_core::values::{Channel, TimeZone};
 use restock_core::token::Purpose;
+use restock_core::values::{Channel, TimeZone};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -219,15 +219,17 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
     let now = app.now();
     let retry = app.config.dispatch.retry;
     let record_final = |state: &'static str, reason: Option<&'static str>, why: String| async move {
-        Ok::<_, anyhow::Error>(if db.record_final(n, state, reason, &why, app.now()).await? {
-            match state {
-                "dead" => Outcome::Dead,
-                "failed" => Outcome::Failed,
-                _ => Outcome::Skipped,
-            }
-        } else {
-            Outcome::Lost
-        })
+        Ok::<_, anyhow::Error>(
+            if db.record_final(n, state, reason, &why, app.now()).await? {
+                match state {
+                    "dead" => Outcome::Dead,
+                    "failed" => Outcome::Failed,
+                    _ => Outcome::Skipped,
+                }
+            } else {
+                Outcome::Lost
+            },
+        )
     };
     let attempts = i32::try_from(n.attempts).unwrap_or(i32::MAX);
     if attempts > retry.max_attempts {
@@ -264,17 +266,23 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         channel,
         contact_consent: facts.consent_at.is_some() && facts.consent_withdrawn_at.is_none(),
         contact_suppressed: facts.contact_suppressed_at.is_some(),
-        in_stock: facts.scope_in_stock && !ctx.available_until.is_some_and(|u| u <= now),
+        in_stock: facts.scope_in_stock && ctx.available_until.is_none_or(|u| u > now),
         bought_since_planned: facts.bought > 0,
         clicked: facts.clicked > 0,
-        time_zone: facts.time_zone.as_deref().and_then(|t| TimeZone::parse(t).ok()),
+        time_zone: facts
+            .time_zone
+            .as_deref()
+            .and_then(|t| TimeZone::parse(t).ok()),
         sent_times_ms: sent_times,
     };
     match recheck(&policy, &send_facts) {
         Check::Go => {}
         Check::Defer { until_ms, reason } => {
             return Ok(
-                if db.record_deferred(n, until_ms, reason.as_str(), now).await? {
+                if db
+                    .record_deferred(n, until_ms, reason.as_str(), now)
+                    .await?
+                {
                     Outcome::Deferred
                 } else {
                     Outcome::Lost
@@ -283,7 +291,9 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         }
         Check::Skip(reason) => {
             let why = match reason {
-                HoldReason::SoldOut => "sold out again before sending; waiting for the next restock",
+                HoldReason::SoldOut => {
+                    "sold out again before sending; waiting for the next restock"
+                }
                 HoldReason::Ended => "the sign-up ended before sending",
                 HoldReason::OptedOut => "opted out before sending",
                 HoldReason::Suppressed => "address suppressed",
@@ -329,7 +339,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         .flatten();
     match result {
         Ok(()) => {
-            let latency = (now - n.planned_at).max(0) as f64 / 1000.0;
+            let latency = (now - facts.restock_at).max(0) as f64 / 1000.0;
             app.metrics
                 .restock_to_send
                 .with_label_values(&[app.email.name()])

@@ -37,10 +37,13 @@ pub async fn put_market(
     Path(market): Path<String>,
     ApiJson(body): ApiJson<MarketBody>,
 ) -> ApiResult<Json<MarketView>> {
-    let market =
-        Market::parse(&market).map_err(|e| ApiError::unprocessable("invalid_market", e.to_string()))?;
+    let market = Market::parse(&market)
+        .map_err(|e| ApiError::unprocessable("invalid_market", e.to_string()))?;
     if body.locations.len() > 1_000 {
-        return Err(ApiError::unprocessable("invalid_value", "at most 1000 locations"));
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "at most 1000 locations",
+        ));
     }
     let mut locations = Vec::with_capacity(body.locations.len());
     for l in body.locations {
@@ -55,7 +58,10 @@ pub async fn put_market(
     }
     locations.sort();
     locations.dedup();
-    let restocks = app.db.put_market(store, &market, &locations, app.now()).await?;
+    let restocks = app
+        .db
+        .put_market(store, &market, &locations, app.now())
+        .await?;
     if !restocks.is_empty() {
         app.plan_ready.notify_one();
     }

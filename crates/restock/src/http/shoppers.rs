@@ -88,8 +88,8 @@ pub async fn find_shopper(
     Merchant(store): Merchant,
     Query(q): Query<ShopperLookup>,
 ) -> ApiResult<Json<ShopperView>> {
-    let email =
-        Email::parse(&q.email).map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
+    let email = Email::parse(&q.email)
+        .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
     let s = app
         .db
         .shopper_by_email(store, &email)
@@ -166,12 +166,18 @@ pub async fn update_shopper(
             .map_err(|e| bad("invalid_value", e.to_string()))?,
         time_zone: req
             .time_zone
-            .map(|t| t.map(|t| TimeZone::parse(&t).map(|z| z.name().to_string())).transpose())
+            .map(|t| {
+                t.map(|t| TimeZone::parse(&t).map(|z| z.name().to_string()))
+                    .transpose()
+            })
             .transpose()
             .map_err(|e| bad("invalid_time_zone", e.to_string()))?,
         customer_id: match req.customer_id {
             Some(Some(c)) if c.trim().is_empty() || c.len() > 128 || c.contains('\0') => {
-                return Err(bad("invalid_value", "customer_id must be 1 to 128 characters".into()));
+                return Err(bad(
+                    "invalid_value",
+                    "customer_id must be 1 to 128 characters".into(),
+                ));
             }
             other => other,
         },
@@ -243,7 +249,8 @@ pub async fn put_preferences(
         change.categories.push((cat, v));
     }
     for (ch, v) in req.channels {
-        let ch = Channel::parse(&ch).map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()))?;
+        let ch = Channel::parse(&ch)
+            .map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()))?;
         change.channels.push((ch, v));
     }
     let consent = ConsentInput {
@@ -294,9 +301,12 @@ pub async fn post_consent(
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<ConsentBody>,
 ) -> ApiResult<(axum::http::StatusCode, Json<ConsentList>)> {
-    let channel =
-        Channel::parse(&req.channel).map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()))?;
-    if !matches!(req.source.as_str(), "widget" | "api" | "chat_agent" | "import" | "link" | "pos") {
+    let channel = Channel::parse(&req.channel)
+        .map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()))?;
+    if !matches!(
+        req.source.as_str(),
+        "widget" | "api" | "chat_agent" | "import" | "link" | "pos"
+    ) {
         return Err(ApiError::unprocessable(
             "invalid_value",
             "source must be widget, api, chat_agent, import, link or pos",
@@ -310,7 +320,14 @@ pub async fn post_consent(
     };
     if !app
         .db
-        .record_consent(store, ShopperId(id), channel, req.granted, &consent, app.now())
+        .record_consent(
+            store,
+            ShopperId(id),
+            channel,
+            req.granted,
+            &consent,
+            app.now(),
+        )
         .await?
     {
         return Err(ApiError::not_found("shopper"));

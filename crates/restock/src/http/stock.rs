@@ -130,7 +130,9 @@ pub struct RestockEventView {
     /// Shoppers held out to measure lift.
     pub held_out: i64,
     /// "pending" or "waiting" (being released, next wave at `next_wave_at`), "done",
-    /// "sold_out" (stopped; the rest wait for the next restock) or "failed".
+    /// "sold_out" (stopped; the rest wait for the next restock), "superseded" (sold out
+    /// and back again before it was released in full: the newer restock carries on)
+    /// or "failed".
     pub plan_state: String,
     /// Waves started so far.
     pub waves: i64,

@@ -131,5 +131,7 @@ pub async fn put_policy(
     policy
         .validate()
         .map_err(|e| ApiError::unprocessable("invalid_policy", e.to_string()))?;
-    Ok(Json(app.db.set_store_policy(store, &policy).await?.policy()))
+    Ok(Json(
+        app.db.set_store_policy(store, &policy).await?.policy(),
+    ))
 }

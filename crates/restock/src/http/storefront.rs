@@ -188,7 +188,14 @@ async fn subscribe_inner(
         .map(TimeZone::parse)
         .transpose()
         .map_err(|e| ApiError::unprocessable("invalid_time_zone", e.to_string()))?;
-    let target = resolve_target(app, store, req.sku.as_deref(), req.product.as_deref(), market.as_ref()).await?;
+    let target = resolve_target(
+        app,
+        store,
+        req.sku.as_deref(),
+        req.product.as_deref(),
+        market.as_ref(),
+    )
+    .await?;
     let signup = SignUp {
         email,
         target,
@@ -201,7 +208,12 @@ async fn subscribe_inner(
         time_zone,
         anonymous: true,
     };
-    signup_answer(app, app.db.subscribe(store.store_id(), &signup, app.now()).await?)
+    signup_answer(
+        app,
+        app.db
+            .subscribe(store.store_id(), &signup, app.now())
+            .await?,
+    )
 }
 
 /// What a sign-up targets, refusing one that could be bought now.

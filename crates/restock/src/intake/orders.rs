@@ -54,20 +54,31 @@ type Invalid = (&'static str, String);
 fn time(field: &str, s: &str) -> Result<i64, Invalid> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| ("invalid_time", format!("{field} is not an RFC 3339 time ({e})")))
+        .map_err(|e| {
+            (
+                "invalid_time",
+                format!("{field} is not an RFC 3339 time ({e})"),
+            )
+        })
 }
 
 fn text_id(field: &str, s: &str) -> Result<String, Invalid> {
     let t = s.trim();
     if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
-        return Err(("invalid_value", format!("{field} must be 1 to 128 printable characters")));
+        return Err((
+            "invalid_value",
+            format!("{field} must be 1 to 128 printable characters"),
+        ));
     }
     Ok(t.to_string())
 }
 
 fn lines(raw: Vec<(String, i64, Option<i64>)>) -> Result<Vec<OrderLineInput>, Invalid> {
     if raw.is_empty() || raw.len() > MAX_LINES {
-        return Err(("invalid_value", format!("an order has 1 to {MAX_LINES} lines")));
+        return Err((
+            "invalid_value",
+            format!("an order has 1 to {MAX_LINES} lines"),
+        ));
     }
     raw.into_iter()
         .map(|(sku, quantity, price)| {
@@ -75,11 +86,17 @@ fn lines(raw: Vec<(String, i64, Option<i64>)>) -> Result<Vec<OrderLineInput>, In
             if !(1..=MAX_QUANTITY).contains(&quantity) {
                 return Err((
                     "invalid_quantity",
-                    format!("line {}: quantity must be 1 to {MAX_QUANTITY}", sku.as_str()),
+                    format!(
+                        "line {}: quantity must be 1 to {MAX_QUANTITY}",
+                        sku.as_str()
+                    ),
                 ));
             }
             if price.is_some_and(|p| p < 0) {
-                return Err(("invalid_value", format!("line {}: price must not be negative", sku.as_str())));
+                return Err((
+                    "invalid_value",
+                    format!("line {}: price must not be negative", sku.as_str()),
+                ));
             }
             Ok(OrderLineInput {
                 sku,
@@ -193,7 +210,11 @@ pub fn parse_shopify(body: &[u8]) -> Result<OrderInput, Invalid> {
     let minor = |price: &str| -> Option<i64> {
         let digits = currency.map_or(2, |c| c.minor_digits());
         let (whole, frac) = price.split_once('.').unwrap_or((price, ""));
-        let frac: String = frac.chars().chain(std::iter::repeat('0')).take(digits as usize).collect();
+        let frac: String = frac
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(digits as usize)
+            .collect();
         format!("{whole}{frac}").parse().ok()
     };
     // Lines without a SKU (custom items, tips) cannot be matched to the catalog.
@@ -202,7 +223,11 @@ pub fn parse_shopify(body: &[u8]) -> Result<OrderInput, Invalid> {
         .iter()
         .filter_map(|l| {
             let sku = l.sku.as_deref().filter(|s| !s.trim().is_empty())?;
-            Some((sku.to_string(), l.quantity, l.price.as_deref().and_then(minor)))
+            Some((
+                sku.to_string(),
+                l.quantity,
+                l.price.as_deref().and_then(minor),
+            ))
         })
         .collect();
     Ok(OrderInput {
@@ -244,7 +269,10 @@ mod tests {
         let o = parse_shopify(body).expect("parses");
         assert_eq!(o.order_ref, "820982911946154508");
         assert_eq!(o.customer_id.as_deref(), Some("115310627314723954"));
-        assert_eq!(o.email.map(|e| e.as_str().to_string()).as_deref(), Some("Jon@example.com"));
+        assert_eq!(
+            o.email.map(|e| e.as_str().to_string()).as_deref(),
+            Some("Jon@example.com")
+        );
         assert_eq!(o.ordered_at, 1_772_384_400_000);
         assert_eq!(o.lines.len(), 1);
         assert_eq!(o.lines[0].price_minor, Some(12900));
@@ -256,11 +284,17 @@ mod tests {
             "order_id": "1001", "lines": [{"sku": "A", "quantity": 0}]
         }))
         .expect("shape");
-        assert_eq!(body.parse(0).map(|_| ()).map_err(|e| e.0), Err("invalid_quantity"));
+        assert_eq!(
+            body.parse(0).map(|_| ()).map_err(|e| e.0),
+            Err("invalid_quantity")
+        );
         let body: OrderBody = serde_json::from_value(serde_json::json!({
             "order_id": " ", "lines": [{"sku": "A", "quantity": 1}]
         }))
         .expect("shape");
-        assert_eq!(body.parse(0).map(|_| ()).map_err(|e| e.0), Err("invalid_value"));
+        assert_eq!(
+            body.parse(0).map(|_| ()).map_err(|e| e.0),
+            Err("invalid_value")
+        );
     }
 }

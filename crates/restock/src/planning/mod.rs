@@ -4,9 +4,7 @@
 //! decided. A run resumes after a crash from the last page it committed.
 
 use rand::SeedableRng;
-use restock_core::planner::{
-    PagePlan, Restock, Stop, Wave, in_early_access_window, plan_page,
-};
+use restock_core::planner::{PagePlan, Restock, Stop, Wave, in_early_access_window, plan_page};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -62,7 +60,8 @@ async fn plan_run(app: &App, job: &PlanJob) -> anyhow::Result<()> {
     };
     let wave_no = job.wave + 1;
     let capacity = Wave::capacity(policy, available);
-    db.start_wave(job, wave_no, available, capacity, now).await?;
+    db.start_wave(job, wave_no, available, capacity, now)
+        .await?;
     let needs = db.fact_needs(job, now).await?;
     let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
     let mut tally = job.tally;
@@ -120,7 +119,8 @@ async fn plan_run(app: &App, job: &PlanJob) -> anyhow::Result<()> {
         None => db.finish_plan_run(job, "done", None, None, now).await?,
         Some(Stop::WaveFull) => {
             let next = Wave::next_after(policy, now).unwrap_or(now);
-            db.finish_plan_run(job, "waiting", Some(next), None, now).await?;
+            db.finish_plan_run(job, "waiting", Some(next), None, now)
+                .await?;
         }
         Some(Stop::EarlyAccessOnly) => {
             let next = job.created_at.saturating_add(policy.early_access_window_ms);

@@ -245,7 +245,12 @@ macro_rules! record_consent {
 impl Db {
     /// Signs a shopper up: finds (or creates) the shopper by their address, records
     /// their consent to email, and adds the sign-up — or renews the one waiting.
-    pub async fn subscribe(&self, store: StoreId, s: &SignUp, now: i64) -> Result<SubscribeOutcome> {
+    pub async fn subscribe(
+        &self,
+        store: StoreId,
+        s: &SignUp,
+        now: i64,
+    ) -> Result<SubscribeOutcome> {
         let (product, variant) = match s.target {
             Target::Variant { product, variant } => (product, Some(variant.0)),
             Target::Product(product) => (product, None),
@@ -277,6 +282,24 @@ impl Db {
                     .await?;
             }
             record_consent!(tx, store, shopper, contact, "email", true, s.consent, now);
+            // Signing up by email is opting in to email: a channel opt-out is lifted.
+            let narrow: Option<String> = sqlx::query_scalar("SELECT opt_outs FROM shoppers WHERE id = $1")
+                .bind(shopper)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(json) = narrow {
+                let mut o = parse_opt_outs(None, Some(&json));
+                if o.channels.contains(&Channel::Email) {
+                    o.channels.retain(|c| *c != Channel::Email);
+                    let json = (!o.is_empty()).then(|| serde_json::to_string(&o).unwrap_or_default());
+                    sqlx::query("UPDATE shoppers SET opt_outs = $2, updated_at = $3 WHERE id = $1")
+                        .bind(shopper)
+                        .bind(json)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
             let existing: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM subscriptions WHERE shopper_id = $1 AND product_id = $2 \
                  AND COALESCE(variant_id, 0) = COALESCE($3, 0) AND COALESCE(market, '') = COALESCE($4, '') \
@@ -364,7 +387,12 @@ impl Db {
     /// Ends one sign-up from a message's unsubscribe link, or (`all`) opts the
     /// shopper out of everything at the store: every sign-up ends and nothing
     /// pending goes. Returns how many sign-ups ended.
-    pub async fn unsubscribe(&self, subscription: SubscriptionId, all: bool, now: i64) -> Result<u64> {
+    pub async fn unsubscribe(
+        &self,
+        subscription: SubscriptionId,
+        all: bool,
+        now: i64,
+    ) -> Result<u64> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let shopper: Option<i64> = sqlx::query_scalar("SELECT shopper_id FROM subscriptions WHERE id = $1")
@@ -410,7 +438,10 @@ impl Db {
         })
     }
 
-    pub async fn subscription_status(&self, subscription: SubscriptionId) -> Result<Option<String>> {
+    pub async fn subscription_status(
+        &self,
+        subscription: SubscriptionId,
+    ) -> Result<Option<String>> {
         with_pool!(self, pool => {
             Ok(sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1")
                 .bind(subscription.0)
@@ -446,7 +477,11 @@ impl Db {
         })
     }
 
-    pub async fn subscription(&self, store: StoreId, id: SubscriptionId) -> Result<Option<SubscriptionRow>> {
+    pub async fn subscription(
+        &self,
+        store: StoreId,
+        id: SubscriptionId,
+    ) -> Result<Option<SubscriptionRow>> {
         let sql = format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s \
              JOIN products p ON p.id = s.product_id LEFT JOIN variants v ON v.id = s.variant_id \
@@ -472,7 +507,11 @@ impl Db {
     }
 
     /// The shopper an address belongs to (case-insensitively), if any.
-    pub async fn shopper_by_email(&self, store: StoreId, email: &Email) -> Result<Option<ShopperRow>> {
+    pub async fn shopper_by_email(
+        &self,
+        store: StoreId,
+        email: &Email,
+    ) -> Result<Option<ShopperRow>> {
         with_pool!(self, pool => {
             Ok(sqlx::query_as(concat!("SELECT ", shopper_columns!(), " FROM shoppers WHERE id = \
                 (SELECT shopper_id FROM contact_points WHERE store_id = $1 AND channel = 'email' AND address_key = $2)"))
@@ -495,7 +534,11 @@ impl Db {
         })
     }
 
-    pub async fn shopper_consents(&self, shopper: ShopperId, limit: i64) -> Result<Vec<ConsentRow>> {
+    pub async fn shopper_consents(
+        &self,
+        shopper: ShopperId,
+        limit: i64,
+    ) -> Result<Vec<ConsentRow>> {
         with_pool!(self, pool => {
             Ok(sqlx::query_as(
                 "SELECT id, channel, granted, text, source, ip, user_agent, at FROM consents \
@@ -693,7 +736,9 @@ impl Db {
         let mut ended = 0;
         for store in stores {
             let policy = super::stock::parse_store_policy(&store.policy);
-            let Some(window) = policy.interest_window_secs else { continue };
+            let Some(window) = policy.interest_window_secs else {
+                continue;
+            };
             let cutoff = now.saturating_sub(window.saturating_mul(1000));
             ended += with_pool!(self, pool => {
                 sqlx::query(

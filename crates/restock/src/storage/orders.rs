@@ -44,7 +44,12 @@ pub enum OrderOutcome {
 }
 
 impl Db {
-    pub async fn record_order(&self, store: StoreId, o: &OrderInput, now: i64) -> Result<OrderOutcome> {
+    pub async fn record_order(
+        &self,
+        store: StoreId,
+        o: &OrderInput,
+        now: i64,
+    ) -> Result<OrderOutcome> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let existing: Option<i64> = sqlx::query_scalar(

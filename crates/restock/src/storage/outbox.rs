@@ -59,6 +59,8 @@ pub struct MessageContext {
 /// What the last check before a send reads, next to the message's content.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SendFactsRow {
+    /// When the restock was recorded (for the restock-to-send latency).
+    pub restock_at: i64,
     pub policy: Option<String>,
     pub category: Option<String>,
     pub scope_in_stock: bool,
@@ -139,7 +141,10 @@ impl Db {
         })
     }
 
-    pub async fn message_context(&self, n: &Claimed) -> Result<Option<(MessageContext, SendFactsRow)>> {
+    pub async fn message_context(
+        &self,
+        n: &Claimed,
+    ) -> Result<Option<(MessageContext, SendFactsRow)>> {
         with_pool!(self, pool => {
             let ctx: Option<MessageContext> = sqlx::query_as(
                 "SELECT st.name AS store_name, p.title AS product_title, p.description AS product_description, \
@@ -158,7 +163,7 @@ impl Db {
             // reminder, the ones its alert fulfilled.
             let live = if n.purpose == "reminder" { "notified" } else { "waiting" };
             let facts: Option<SendFactsRow> = sqlx::query_as(
-                "SELECT e.policy, c.handle AS category, \
+                "SELECT e.created_at AS restock_at, e.policy, c.handle AS category, \
                         CASE WHEN e.market IS NULL THEN v.in_stock ELSE COALESCE((SELECT vm.in_stock FROM variant_markets vm \
                              WHERE vm.variant_id = v.id AND vm.market = e.market), FALSE) END AS scope_in_stock, \
                         (SELECT COUNT(*) FROM subscriptions s WHERE s.id IN ($2, COALESCE($3, $2)) AND s.status = $4) AS live_subscriptions, \
@@ -203,7 +208,12 @@ impl Db {
     /// Sent: the notification is done and the sign-ups it answers fulfilled; for an
     /// alert, its reminder (if the policy has one) is planned. Returns false if this
     /// attempt no longer owns the row.
-    pub async fn record_sent(&self, n: &Claimed, now: i64, reminder_at: Option<i64>) -> Result<bool> {
+    pub async fn record_sent(
+        &self,
+        n: &Claimed,
+        now: i64,
+        reminder_at: Option<i64>,
+    ) -> Result<bool> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let owned = sqlx::query(
@@ -250,7 +260,13 @@ impl Db {
 
     /// Not now (quiet hours, the frequency cap): back to pending, due at `due_at`,
     /// the attempt not counted.
-    pub async fn record_deferred(&self, n: &Claimed, due_at: i64, reason: &str, now: i64) -> Result<bool> {
+    pub async fn record_deferred(
+        &self,
+        n: &Claimed,
+        due_at: i64,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool> {
         with_pool!(self, pool => {
             Ok(sqlx::query(
                 "UPDATE notifications SET state = 'pending', attempts = attempts - 1, due_at = $3, reason = $4, \

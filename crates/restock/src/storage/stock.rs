@@ -260,6 +260,18 @@ macro_rules! impl_tx_ops {
                     if transition != Transition::Restocked || !fires {
                         continue;
                     }
+                    // An earlier restock of this scope still being released is over:
+                    // the variant sold out since, and this one takes its place.
+                    sqlx::query(
+                        "UPDATE restock_events SET plan_state = 'superseded', finished_at = $3, lease_until = NULL \
+                         WHERE variant_id = $1 AND COALESCE(market, '') = COALESCE($2, '') \
+                           AND plan_state IN ('pending', 'waiting')",
+                    )
+                    .bind(variant.0)
+                    .bind(market.as_deref())
+                    .bind(now)
+                    .execute(&mut **self)
+                    .await?;
                     // The rules this restock is released under, fixed now.
                     let policy = policy.get_or_insert_with(|| {
                         let store = parse_store_policy(&v.store_policy);

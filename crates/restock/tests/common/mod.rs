@@ -226,7 +226,9 @@ impl TestApp {
         let Some(id) = stock_answer["restocks"][0]["restock_id"].as_i64() else {
             return 0;
         };
-        let (status, r) = self.get(&format!("/v1/restocks/{id}"), &store.api_key).await;
+        let (status, r) = self
+            .get(&format!("/v1/restocks/{id}"), &store.api_key)
+            .await;
         assert_eq!(status, 200, "{r}");
         r["planned"].as_i64().expect("planned")
     }
