@@ -16,6 +16,8 @@ pub struct Renderer {
 pub struct Links<'a> {
     pub click: &'a str,
     pub unsubscribe: &'a str,
+    /// The one follow-up after an alert, not the alert itself.
+    pub reminder: bool,
 }
 
 pub struct RenderedEmail {
@@ -87,10 +89,15 @@ impl Renderer {
             .available_until
             .and_then(chrono::DateTime::from_timestamp_millis)
             .map(|t| t.format("%-d %B %Y, %H:%M UTC").to_string());
-        let subject = if c.variant_title.is_empty() {
-            format!("{} is back in stock", c.product_title)
+        let name = if c.variant_title.is_empty() {
+            c.product_title.clone()
         } else {
-            format!("{} ({}) is back in stock", c.product_title, c.variant_title)
+            format!("{} ({})", c.product_title, c.variant_title)
+        };
+        let subject = if links.reminder {
+            format!("Still in stock: {name}")
+        } else {
+            format!("{name} is back in stock")
         };
         let ctx = context! {
             subject => &subject,
@@ -153,6 +160,7 @@ mod tests {
                 Links {
                     click: "https://r.example/t/c/1.x?a=1&b=2",
                     unsubscribe: "https://r.example/t/u/1.y",
+                    reminder: false,
                 },
             )
             .expect("renders");
@@ -192,10 +200,12 @@ mod tests {
                 Links {
                     click: "c",
                     unsubscribe: "u",
+                    reminder: true,
                 },
             )
             .expect("renders");
         assert!(!m.text.contains("Available until"));
         assert!(!m.html.contains("Available until"));
+        assert_eq!(m.subject, "Still in stock: Trail <Runner> (42 / Red)");
     }
 }

@@ -315,6 +315,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         Links {
             click: &click,
             unsubscribe: &unsubscribe,
+            reminder: n.purpose == "reminder",
         },
     ) {
         Ok(r) => r,
