@@ -120,9 +120,35 @@ impl Setup {
         resp.json().await.expect("json")
     }
 
-    /// Catalog, S-42 sold out, `n` shoppers waiting; then the restock. Returns the
-    /// restock event id.
+    /// Catalog, S-42 sold out, `n` shoppers waiting; then the restock, planned by the
+    /// server's worker. Returns the restock event id.
     async fn restock_with_waiters(&self, n: u64) -> i64 {
+        let id = self.restock_only(n).await;
+        self.wait_planned(id, n).await;
+        id
+    }
+
+    async fn wait_planned(&self, id: i64, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let e = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/restocks/{id}"),
+                    json!(null),
+                )
+                .await;
+            if e["plan_state"] == "done" {
+                assert_eq!(e["planned"], n, "{e}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "planning did not finish: {e}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The same, returning as soon as the restock is recorded.
+    async fn restock_only(&self, n: u64) -> i64 {
         self.call(
             reqwest::Method::PUT,
             "/v1/products/shoe",
@@ -146,24 +172,7 @@ impl Setup {
         let r = self
             .call(reqwest::Method::POST, "/v1/stock", json!({"items": [{"sku": "S-42", "available": 5000, "observed_at": "2026-01-01T00:00:01Z"}]}))
             .await;
-        let id = r["restocks"][0]["restock_id"].as_i64().expect("restock id");
-        // The server's planning worker releases the restock right after the answer.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let e = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/v1/restocks/{id}"),
-                    json!(null),
-                )
-                .await;
-            if e["plan_state"] == "done" {
-                assert_eq!(e["planned"], n, "{e}");
-                return id;
-            }
-            assert!(Instant::now() < deadline, "planning did not finish: {e}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        r["restocks"][0]["restock_id"].as_i64().expect("restock id")
     }
 
     fn files(&self) -> usize {
@@ -204,6 +213,19 @@ impl Setup {
             .collect();
         r.sort();
         r
+    }
+
+    async fn planned_count(&self, event: i64) -> i64 {
+        let sql = "SELECT planned_count FROM restock_events WHERE id = $1";
+        match &self.db.db {
+            restock::storage::Db::Sqlite(p) => {
+                sqlx::query_scalar(sql).bind(event).fetch_one(p).await
+            }
+            restock::storage::Db::Postgres(p) => {
+                sqlx::query_scalar(sql).bind(event).fetch_one(p).await
+            }
+        }
+        .expect("planned count")
     }
 
     async fn counts(&self, event: i64) -> (i64, i64, i64, i64) {
@@ -265,6 +287,55 @@ both_dbs!(
         let duplicates = total - N as usize;
         eprintln!("duplicates after SIGKILL: {duplicates}");
         assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates");
+        drop(_server);
+        s.db.cleanup().await;
+    }
+);
+
+both_dbs!(
+    sigkill_mid_planning_resumes_where_it_stopped,
+    |backend: Backend| async move {
+        const N: u64 = 100_000;
+        let s = Setup::new(backend).await;
+        // Quiet all day: every alert is deferred, so nothing is sent and the test
+        // watches planning alone.
+        let policy = restock_core::policy::StorePolicy {
+            quiet_hours: Some(restock_core::policy::QuietHoursSetting {
+                start: "00:00".into(),
+                end: "23:59".into(),
+            }),
+            ..Default::default()
+        };
+        s.db.db
+            .set_store_policy(s.store, &policy)
+            .await
+            .expect("policy");
+        let mut server = s.start().await;
+        let event = s.restock_only(N).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Kill as soon as the first page is committed (a cheap look at the restock's
+        // running count, not a count of the outbox).
+        while s.planned_count(event).await == 0 {
+            assert!(Instant::now() < deadline, "planning did not start");
+            tokio::task::yield_now().await;
+        }
+        server.0.kill().expect("SIGKILL");
+        server.0.wait().expect("reap");
+        let (at_kill, _, _, _) = s.counts(event).await;
+        assert!(
+            at_kill < N as i64,
+            "the kill must land mid-planning ({at_kill} planned)"
+        );
+        eprintln!("killed with {at_kill} of {N} planned");
+
+        let _server = s.start().await;
+        s.wait_planned(event, N).await;
+        let (planned, distinct, done, _) = s.counts(event).await;
+        assert_eq!(
+            (planned, distinct, done),
+            (N as i64, N as i64, 0),
+            "each shopper planned once"
+        );
         drop(_server);
         s.db.cleanup().await;
     }

@@ -10,9 +10,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::storage::planning::PlanJob;
 
-/// How long a planning run may hold a restock before another worker takes it over
-/// (renewed with every page).
-const LEASE_MS: i64 = 60_000;
 /// The first page is small so the first messages go out at once; later pages are
 /// larger so a long waiting list is planned at the database's pace.
 const FIRST_PAGE: i64 = 500;
@@ -20,10 +17,16 @@ const PAGE: i64 = 20_000;
 /// A restock whose planning fails this many times in a row is marked failed.
 const MAX_ATTEMPTS: i64 = 10;
 
+/// How long a planning run may hold a restock before another worker takes it over
+/// (renewed with every page): the dispatch lease.
+fn lease_ms(app: &App) -> i64 {
+    app.config.dispatch.lease_secs.saturating_mul(1000)
+}
+
 /// Plans every restock due now; returns how many planning runs were made.
 pub async fn plan_due(app: &App) -> anyhow::Result<usize> {
     let mut runs = 0;
-    while let Some(job) = app.db.claim_plan_job(app.now(), LEASE_MS).await? {
+    while let Some(job) = app.db.claim_plan_job(app.now(), lease_ms(app)).await? {
         runs += 1;
         if let Err(e) = plan_run(app, &job).await {
             tracing::error!(error = ?e, restock = job.event.0, "planning failed");
@@ -146,7 +149,15 @@ async fn write(
     }
     let counts = app
         .db
-        .write_decisions(job, wave, &plan.decisions, cursor, tally, now, LEASE_MS)
+        .write_decisions(
+            job,
+            wave,
+            &plan.decisions,
+            cursor,
+            tally,
+            now,
+            lease_ms(app),
+        )
         .await?;
     app.metrics
         .planned
