@@ -267,7 +267,12 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         subject: rendered.subject,
         html: rendered.html,
         text: rendered.text,
-        message_id: format!("<restock.{}@{host}>", n.id),
+        // Unique across stores and installations, and stable for one notification
+        // so a resend after a crash is recognisably the same message.
+        message_id: format!(
+            "<restock.{}.{}.{}@{host}>",
+            n.id, n.store_id, app.installation_id
+        ),
         list_unsubscribe: unsubscribe,
     };
     let result = app.email.send(&msg).await;
@@ -287,7 +292,10 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         }
         Err(failure) => {
             let jitter: f64 = rand::rng().random();
-            tracing::info!(reason = failure.reason(), "send failed");
+            tracing::info!(
+                reason = %crate::util::redact_addresses(failure.reason()),
+                "send failed"
+            );
             match policy.decide(attempts, &failure, now, jitter) {
                 Decision::RetryAt(at) => {
                     Ok(if db.record_retry(n, at, failure.reason(), now).await? {

@@ -3,14 +3,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use restock_core::values::{Currency, HttpUrl, Sku};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, ErrorCode};
 use crate::app::App;
 use crate::storage::catalog::{
     CatalogError, CategoryInput, ProductInput, ProductWithVariants, VariantInput, VariantRow,
@@ -19,49 +19,88 @@ use crate::storage::catalog::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryBody {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub min_stock: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub notify_threshold: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductBody {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
     #[serde(default)]
+    #[schema(max_length = 5000)]
     pub description: String,
+    /// Absolute http(s) URL without user name or password.
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+    )]
     pub image_url: Option<String>,
-    /// The product page.
+    /// The product page: an absolute http(s) URL without user name or password.
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+    )]
     pub url: String,
     /// Category handle; created if new.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub category: Option<String>,
-    /// Price in minor units (cents).
+    /// Price in minor units (cents for EUR; whole yen for JPY).
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: i64,
     /// ISO 4217 code.
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: String,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub min_stock: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub notify_threshold: Option<i64>,
     #[serde(default)]
+    #[schema(max_items = 1000)]
     pub variants: Vec<VariantBody>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantBody {
+    /// 1 to 128 characters, no control characters, no spaces at either end.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f]([^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f])?$"
+    )]
     pub sku: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub title: String,
-    /// Option name to value, e.g. {"size": "M", "colour": "Red"}.
+    /// Option name to value, e.g. {"size": "M", "colour": "Red"} (at most 20).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// Own price in minor units; the product's if omitted.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: Option<i64>,
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+    )]
     pub image_url: Option<String>,
     /// Deep link to this variant; the product page if omitted.
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+    )]
     pub url: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub min_stock: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub notify_threshold: Option<i64>,
     /// Shopify inventory item id, to route Shopify inventory webhooks.
+    #[schema(max_length = 64)]
     pub inventory_item_id: Option<String>,
 }
 
@@ -145,14 +184,44 @@ impl From<ProductWithVariants> for ProductView {
 }
 
 fn invalid(e: impl ToString) -> ApiError {
-    ApiError::unprocessable("invalid_value", e.to_string())
+    ApiError::new(ErrorCode::InvalidValue, e.to_string())
 }
 
-fn non_negative(field: &str, v: Option<i64>) -> ApiResult<Option<i64>> {
+/// Largest price accepted, in minor units (ten billion in major units).
+pub const MAX_PRICE_MINOR: i64 = 1_000_000_000_000;
+/// Variants in one product request.
+pub const MAX_VARIANTS: usize = 1000;
+
+/// A threshold: 0 to [`crate::intake::MAX_QUANTITY`].
+fn threshold(field: &str, v: Option<i64>) -> ApiResult<Option<i64>> {
+    let max = crate::intake::MAX_QUANTITY;
     match v {
-        Some(n) if n < 0 => Err(invalid(format!("{field} must not be negative"))),
+        Some(n) if !(0..=max).contains(&n) => Err(invalid(format!("{field} must be 0 to {max}"))),
         v => Ok(v),
     }
+}
+
+fn price(field: &str, v: i64) -> ApiResult<i64> {
+    if !(0..=MAX_PRICE_MINOR).contains(&v) {
+        return Err(invalid(format!(
+            "{field} must be 0 to {MAX_PRICE_MINOR} (minor units, e.g. cents)"
+        )));
+    }
+    Ok(v)
+}
+
+/// Text a shopper may read: at most `max` characters and no control characters
+/// (line breaks and tabs allowed where `multiline`).
+fn text(field: &str, v: &str, max: usize, multiline: bool) -> ApiResult<()> {
+    let bad = v
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')));
+    if bad || v.chars().count() > max {
+        return Err(invalid(format!(
+            "{field} must be at most {max} characters, without control characters"
+        )));
+    }
+    Ok(())
 }
 
 fn opt_url(v: &Option<String>) -> ApiResult<Option<HttpUrl>> {
@@ -164,7 +233,7 @@ fn opt_url(v: &Option<String>) -> ApiResult<Option<HttpUrl>> {
 }
 
 fn valid_handle(s: &str) -> bool {
-    !s.trim().is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
+    !s.trim().is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)
 }
 
 impl ProductBody {
@@ -172,23 +241,36 @@ impl ProductBody {
         if self.title.trim().is_empty() {
             return Err(invalid("title must not be empty"));
         }
-        if self.price < 0 {
-            return Err(invalid("price must not be negative"));
-        }
+        text("title", &self.title, 200, false)?;
+        text("description", &self.description, 5000, true)?;
+        price("price", self.price)?;
         if let Some(c) = &self.category
             && !valid_handle(c)
         {
             return Err(invalid("category must be 1 to 128 printable characters"));
         }
+        if self.variants.len() > MAX_VARIANTS {
+            return Err(invalid(format!(
+                "at most {MAX_VARIANTS} variants per product"
+            )));
+        }
         let mut variants = Vec::with_capacity(self.variants.len());
         for v in self.variants {
             let sku = Sku::parse(&v.sku)
-                .map_err(|e| ApiError::unprocessable("invalid_sku", e.to_string()))?;
-            if v.price.is_some_and(|p| p < 0) {
-                return Err(invalid(format!(
-                    "variant {}: price must not be negative",
-                    sku.as_str()
-                )));
+                .map_err(|e| ApiError::new(ErrorCode::InvalidSku, e.to_string()))?;
+            if let Some(p) = v.price {
+                price(&format!("variant {}: price", sku.as_str()), p)?;
+            }
+            text("variant title", &v.title, 200, false)?;
+            if v.options.len() > 20 {
+                return Err(invalid("at most 20 options per variant"));
+            }
+            for (name, value) in &v.options {
+                text("option name", name, 64, false)?;
+                text("option value", value, 128, false)?;
+            }
+            if let Some(item) = &v.inventory_item_id {
+                text("inventory_item_id", item, 64, false)?;
             }
             variants.push(VariantInput {
                 title: v.title.trim().to_string(),
@@ -196,8 +278,8 @@ impl ProductBody {
                 price_minor: v.price,
                 image_url: opt_url(&v.image_url)?,
                 url: opt_url(&v.url)?,
-                min_stock: non_negative("min_stock", v.min_stock)?,
-                notify_threshold: non_negative("notify_threshold", v.notify_threshold)?,
+                min_stock: threshold("min_stock", v.min_stock)?,
+                notify_threshold: threshold("notify_threshold", v.notify_threshold)?,
                 inventory_item_id: v.inventory_item_id.filter(|s| !s.is_empty()),
                 sku,
             });
@@ -211,8 +293,8 @@ impl ProductBody {
             category: self.category,
             price_minor: self.price,
             currency: Currency::parse(&self.currency).map_err(invalid)?,
-            min_stock: non_negative("min_stock", self.min_stock)?,
-            notify_threshold: non_negative("notify_threshold", self.notify_threshold)?,
+            min_stock: threshold("min_stock", self.min_stock)?,
+            notify_threshold: threshold("notify_threshold", self.notify_threshold)?,
             variants,
         })
     }
@@ -226,17 +308,21 @@ impl ProductBody {
 pub async fn put_category(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(handle): Path<String>,
+    ApiPath(handle): ApiPath<String>,
     ApiJson(body): ApiJson<CategoryBody>,
 ) -> ApiResult<StatusCode> {
     if !valid_handle(&handle) {
         return Err(invalid("handle must be 1 to 128 printable characters"));
     }
+    if body.name.trim().is_empty() {
+        return Err(invalid("name must not be empty"));
+    }
+    text("name", &body.name, 128, false)?;
     let input = CategoryInput {
         handle,
         name: body.name,
-        min_stock: non_negative("min_stock", body.min_stock)?,
-        notify_threshold: non_negative("notify_threshold", body.notify_threshold)?,
+        min_stock: threshold("min_stock", body.min_stock)?,
+        notify_threshold: threshold("notify_threshold", body.notify_threshold)?,
     };
     app.db.upsert_category(store, &input).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -251,7 +337,7 @@ pub async fn put_category(
 pub async fn put_product(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ProductBody>,
 ) -> ApiResult<Json<ProductView>> {
     if !valid_handle(&id) {
@@ -263,11 +349,9 @@ pub async fn put_product(
         .upsert_product(store, &input, app.now())
         .await
         .map_err(|e| match e {
-            CatalogError::SkuTaken(_) => {
-                ApiError::new(StatusCode::CONFLICT, "sku_taken", e.to_string())
-            }
+            CatalogError::SkuTaken(_) => ApiError::new(ErrorCode::SkuTaken, e.to_string()),
             CatalogError::InventoryItemTaken(_) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+                ApiError::new(ErrorCode::Conflict, e.to_string())
             }
             CatalogError::Storage(s) => s.into(),
         })?;
@@ -289,7 +373,7 @@ pub async fn put_product(
 pub async fn get_product(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ProductView>> {
     let product = app
         .db
@@ -302,8 +386,10 @@ pub async fn get_product(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct Page {
     /// Return items after this cursor (the `next` of the previous page).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// At most this many items (1-500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -311,8 +397,20 @@ impl Page {
     pub fn after(&self) -> i64 {
         self.after.unwrap_or(0)
     }
-    pub fn limit(&self) -> i64 {
-        self.limit.unwrap_or(100).clamp(1, 500)
+    pub fn limit(&self) -> ApiResult<i64> {
+        check_limit(self.limit)
+    }
+}
+
+/// A page size as documented: 1 to 500, 100 if not given.
+pub fn check_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=500) => Ok(n),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "limit must be 1 to 500",
+        )),
     }
 }
 
@@ -338,10 +436,11 @@ pub struct ProductPage {
 pub async fn list_products(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<ProductPage>> {
-    let rows = app.db.products(store, page.after(), page.limit()).await?;
-    let next = (rows.len() as i64 == page.limit())
+    let limit = page.limit()?;
+    let rows = app.db.products(store, page.after(), limit).await?;
+    let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
     Ok(Json(ProductPage {
@@ -396,7 +495,7 @@ pub struct TransitionView {
 pub async fn get_variant(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(sku): Path<String>,
+    ApiPath(sku): ApiPath<String>,
 ) -> ApiResult<Json<VariantDetail>> {
     let v = app
         .db

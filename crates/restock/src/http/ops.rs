@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use super::error::ErrorBody;
+use super::error::{ErrorBody, ErrorCode};
 use crate::app::App;
 
 /// Liveness: the process is serving.
@@ -22,12 +22,7 @@ pub async fn readyz(State(app): State<App>) -> impl IntoResponse {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");
-            super::error::ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "database unreachable",
-            )
-            .into_response()
+            super::error::ApiError::new(ErrorCode::NotReady, "database unreachable").into_response()
         }
     }
 }

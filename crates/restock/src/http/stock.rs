@@ -2,12 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, ErrorCode, ItemsJson};
 use crate::app::App;
 use crate::intake;
 use crate::intake::api::{StockItem, parse_batch};
@@ -57,12 +56,11 @@ pub struct StockBatchResult {
 pub async fn post_stock(
     State(app): State<App>,
     Merchant(store): Merchant,
-    ApiJson(batch): ApiJson<StockBatch>,
+    ItemsJson(batch): ItemsJson<StockBatch>,
 ) -> ApiResult<Json<StockBatchResult>> {
     if batch.items.len() > MAX_BATCH {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!("at most {MAX_BATCH} items per batch; split it"),
         ));
     }

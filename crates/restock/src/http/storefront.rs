@@ -4,7 +4,7 @@
 //! pages); browsers may call it only from the merchant's configured origins (CORS).
 //! Requests without an `Origin` header (server to server) are allowed.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use restock_core::ids::{ProductId, VariantId};
@@ -12,7 +12,7 @@ use restock_core::values::Email;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorCode};
 use crate::app::App;
 use crate::storage::demand::{SubscribeOutcome, Target};
 use crate::storage::stores::StoreRow;
@@ -47,8 +47,7 @@ fn cors(
         .is_some_and(|o| store.origins().iter().any(|a| a == o));
     if !allowed {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             "this origin may not call the store's storefront API",
         ));
     }
@@ -59,13 +58,10 @@ fn cors(
 }
 
 async fn store_for(app: &App, key: &str) -> Result<StoreRow, ApiError> {
-    app.db.store_by_publishable_key(key).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_store",
-            "unknown publishable key",
-        )
-    })
+    app.db
+        .store_by_publishable_key(key)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownStore, "unknown publishable key"))
 }
 
 /// CORS preflight for the subscribe endpoint.
@@ -74,7 +70,7 @@ async fn store_for(app: &App, key: &str) -> Result<StoreRow, ApiError> {
     responses((status = 204, description = "origin allowed"), (status = 403, body = ErrorBody)))]
 pub async fn preflight(
     State(app): State<App>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
     let store = match store_for(&app, &key).await {
@@ -112,7 +108,7 @@ pub async fn preflight(
         (status = 409, body = ErrorBody, description = "in_stock"), (status = 422, body = ErrorBody)))]
 pub async fn subscribe(
     State(app): State<App>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
     body: Result<ApiJson<SubscribeRequest>, ApiError>,
 ) -> Response {
@@ -144,7 +140,7 @@ async fn subscribe_inner(
     req: SubscribeRequest,
 ) -> Result<(StatusCode, SubscribeResponse), ApiError> {
     let email = Email::parse(&req.email)
-        .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
     let target = match (req.sku.as_deref(), req.product.as_deref()) {
         (Some(sku), None) => {
             let v = app
@@ -152,12 +148,14 @@ async fn subscribe_inner(
                 .variant_by_sku(store.store_id(), sku)
                 .await?
                 .ok_or_else(|| {
-                    ApiError::unprocessable("unknown_sku", format!("no variant with SKU {sku:?}"))
+                    ApiError::new(
+                        ErrorCode::UnknownSku,
+                        format!("no variant with SKU {sku:?}"),
+                    )
                 })?;
             if v.in_stock {
                 return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "in_stock",
+                    ErrorCode::InStock,
                     "this variant is in stock: it can be bought now",
                 ));
             }
@@ -172,12 +170,11 @@ async fn subscribe_inner(
                 .product(store.store_id(), product)
                 .await?
                 .ok_or_else(|| {
-                    ApiError::unprocessable("unknown_product", format!("no product {product:?}"))
+                    ApiError::new(ErrorCode::UnknownProduct, format!("no product {product:?}"))
                 })?;
             if p.variants.iter().any(|v| v.in_stock) {
                 return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "in_stock",
+                    ErrorCode::InStock,
                     "a variant of this product is in stock: it can be bought now",
                 ));
             }
@@ -185,8 +182,7 @@ async fn subscribe_inner(
         }
         _ => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "give exactly one of sku or product",
             ));
         }
@@ -208,8 +204,8 @@ async fn subscribe_inner(
                 status: "merged".into(),
             },
         )),
-        SubscribeOutcome::Suppressed => Err(ApiError::unprocessable(
-            "address_suppressed",
+        SubscribeOutcome::Suppressed => Err(ApiError::new(
+            ErrorCode::AddressSuppressed,
             "mail to this address bounced before; ask the store to re-enable it",
         )),
     }

@@ -1,13 +1,13 @@
 //! The merchant's view of who is waiting.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Merchant;
 use super::catalog::Page;
-use super::error::{ApiResult, ErrorBody};
+use super::error::{ApiQuery, ApiResult, ErrorBody};
 use crate::app::App;
 use crate::storage::demand::SubscriptionRow;
 
@@ -23,13 +23,11 @@ pub struct SubscriptionPage {
 pub async fn list_subscriptions(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<SubscriptionPage>> {
-    let items = app
-        .db
-        .subscriptions(store, page.after(), page.limit())
-        .await?;
-    let next = (items.len() as i64 == page.limit())
+    let limit = page.limit()?;
+    let items = app.db.subscriptions(store, page.after(), limit).await?;
+    let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.id))
         .flatten();
     Ok(Json(SubscriptionPage { items, next }))
