@@ -33,6 +33,8 @@ pub struct AppInner {
     /// Random id of this installation (its database), part of every Message-ID so
     /// two installations never mint the same one.
     pub installation_id: String,
+    /// When the workers last purged expired history (ms; 0: not yet).
+    pub last_purge_ms: std::sync::atomic::AtomicI64,
     /// Woken when this process plans notifications, so sends start at once.
     pub work_ready: Notify,
 }
@@ -71,6 +73,7 @@ impl App {
                 secrets,
                 auth_throttle: AuthThrottle::default(),
                 installation_id,
+                last_purge_ms: std::sync::atomic::AtomicI64::new(0),
                 metrics: Metrics::new(),
                 renderer: Renderer::new(),
                 email,

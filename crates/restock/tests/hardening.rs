@@ -517,3 +517,259 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+fn shopify_body(item: u64, available: i64, at: &str) -> String {
+    format!(
+        r#"{{"inventory_item_id":{item},"location_id":24826418,"available":{available},"updated_at":"{at}"}}"#
+    )
+}
+
+async fn deliver_shopify(
+    t: &TestApp,
+    slug: &str,
+    topic: &str,
+    webhook_id: &str,
+    body: &str,
+) -> (u16, Value) {
+    let resp = t
+        .http
+        .post(t.url(&format!("/webhooks/shopify/{slug}")))
+        .header("content-type", "application/json")
+        .header("x-shopify-topic", topic)
+        .header("x-shopify-webhook-id", webhook_id)
+        .header(
+            "x-shopify-hmac-sha256",
+            restock::intake::shopify::sign(&format!("shpss_{slug}"), body.as_bytes()),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+both_dbs!(
+    shopify_redeliveries_and_foreign_topics,
+    |backend: Backend| async move {
+        let t = TestApp::spawn(backend).await;
+        let store = t.create_store("shop").await;
+        t.seed_catalog(&store).await;
+        let topic = "inventory_levels/update";
+        let first = shopify_body(4242, 3, "2026-03-01T07:00:00Z");
+        let (s, r) = deliver_shopify(&t, &store.slug, topic, "wh-1", &first).await;
+        assert_eq!((s, r["result"].clone()), (200, json!("restocked")), "{r}");
+        // Shopify redelivers the same id: answered, not applied again, even when a
+        // newer level arrived in between.
+        let newer = shopify_body(4242, 7, "2026-03-01T08:00:00Z");
+        let (s, _) = deliver_shopify(&t, &store.slug, topic, "wh-2", &newer).await;
+        assert_eq!(s, 200);
+        let (s, r) = deliver_shopify(&t, &store.slug, topic, "wh-1", &first).await;
+        assert_eq!((s, r["result"].clone()), (200, json!("duplicate")), "{r}");
+        let (_, v) = t.get("/v1/variants/S-42", &store.api_key).await;
+        assert_eq!(v["available"], 7);
+
+        // Another topic with an inventory-shaped body is kept, never applied, and
+        // refuses replay; its redelivery is a duplicate.
+        let sneaky = shopify_body(4242, 99, "2026-03-01T09:00:00Z");
+        let (s, r) = deliver_shopify(&t, &store.slug, "products/update", "wh-3", &sneaky).await;
+        assert_error(s, &r, 422, "unsupported_topic", "another topic");
+        let (s, r) = deliver_shopify(&t, &store.slug, "products/update", "wh-3", &sneaky).await;
+        assert_eq!((s, r["result"].clone()), (200, json!("duplicate")), "{r}");
+        let (_, kept) = t.get("/v1/rejections", &store.api_key).await;
+        assert_eq!(kept["items"].as_array().map(Vec::len), Some(1), "{kept}");
+        let id = kept["items"][0]["id"].as_i64().expect("id");
+        let (s, r) = t
+            .post(
+                &format!("/v1/rejections/{id}/replay"),
+                &store.api_key,
+                &json!({}),
+            )
+            .await;
+        assert_error(s, &r, 409, "not_replayable", "replaying another topic");
+        let (_, v) = t.get("/v1/variants/S-42", &store.api_key).await;
+        assert_eq!(v["available"], 7, "never applied");
+        t.stop().await;
+    }
+);
+
+/// One store, a restocked variant, one message sent: returns its click URL.
+async fn sent_message(
+    t: &TestApp,
+    slug: &str,
+) -> (common::StoreKeys, mail_parser::MessageParser, Vec<u8>) {
+    let store = t.create_store(slug).await;
+    t.seed_catalog(&store).await;
+    t.stock(&store, json!([{"sku": "S-42", "available": 0}]))
+        .await;
+    let (s, _) = t
+        .subscribe(&store, json!({"email": "ann@example.com", "sku": "S-42"}))
+        .await;
+    assert_eq!(s, 201);
+    t.advance(1_000);
+    t.stock(&store, json!([{"sku": "S-42", "available": 5}]))
+        .await;
+    assert_eq!(t.run_pending().await, 1);
+    let raw = t.sent_files().pop().expect("a message");
+    (store, mail_parser::MessageParser::default(), raw)
+}
+
+both_dbs!(
+    head_requests_on_click_links_are_not_counted,
+    |backend: Backend| async move {
+        let t = TestApp::spawn(backend).await;
+        let (_, parser, raw) = sent_message(&t, "shop").await;
+        let msg = parser.parse(&raw).expect("MIME");
+        let html = msg.body_html(0).expect("html").to_string();
+        let start = html.find("href=\"").expect("href") + 6;
+        let link = &html[start..start + html[start..].find('"').expect("end")];
+        assert!(
+            link.starts_with("http://") && link.contains("/t/c/"),
+            "{link}"
+        );
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        for _ in 0..3 {
+            let r = no_redirects.head(link).send().await.expect("head");
+            assert_eq!(r.status(), 303);
+        }
+        let token = link.rsplit('/').next().expect("token");
+        let id: i64 = token
+            .split('.')
+            .next()
+            .expect("id")
+            .parse()
+            .expect("number");
+        let n = restock_core::ids::NotificationId(id);
+        assert_eq!(t.app.db.tracking_count(n, "click").await.expect("count"), 0);
+        let r = no_redirects.get(link).send().await.expect("get");
+        assert_eq!(r.status(), 303);
+        assert_eq!(t.app.db.tracking_count(n, "click").await.expect("count"), 1);
+        t.stop().await;
+    }
+);
+
+both_dbs!(
+    message_ids_differ_across_stores_and_installations,
+    |backend: Backend| async move {
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let t = TestApp::spawn(backend).await;
+            for slug in ["one", "two"] {
+                let (_, parser, raw) = sent_message(&t, slug).await;
+                let msg = parser.parse(&raw).expect("MIME");
+                ids.push(msg.message_id().expect("Message-ID").to_string());
+            }
+            t.stop().await;
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 4, "{ids:?}");
+    }
+);
+
+both_dbs!(
+    finished_history_is_purged_and_metrics_stay_live,
+    |backend: Backend| async move {
+        let t = TestApp::spawn(backend).await;
+        let (store, _, _) = sent_message(&t, "shop").await;
+        let (s, b) = t
+            .call(
+                Method::PATCH,
+                "/v1/store",
+                &store.api_key,
+                Some(&json!({"retention_days": 30})),
+            )
+            .await;
+        assert_eq!((s, b["retention_days"].clone()), (200, json!(30)), "{b}");
+        let (s, b) = t
+            .call(
+                Method::PATCH,
+                "/v1/store",
+                &store.api_key,
+                Some(&json!({"retention_days": 0})),
+            )
+            .await;
+        assert_error(s, &b, 422, "invalid_value", "retention of 0 days");
+        let (_, page) = t.get("/v1/notifications", &store.api_key).await;
+        let n = restock_core::ids::NotificationId(page["items"][0]["id"].as_i64().expect("id"));
+        t.app
+            .db
+            .record_tracking_event(store.id, n, "click", t.now())
+            .await
+            .expect("click");
+        let purge = |at: i64| {
+            let db = t.app.db.clone();
+            async move { db.purge_expired(at, 2).await.expect("purge") }
+        };
+        // Not yet 30 days old: kept.
+        assert_eq!(purge(t.now() + 29 * 86_400_000).await.notifications, 0);
+        let p = purge(t.now() + 31 * 86_400_000).await;
+        assert_eq!((p.notifications, p.tracking_events), (1, 1), "{p:?}");
+        let (_, page) = t.get("/v1/notifications", &store.api_key).await;
+        assert_eq!(page["items"], json!([]));
+        // The metrics still render; done rows are not a gauge any more.
+        let metrics = t.http.get(t.url("/metrics")).send().await.expect("metrics");
+        let text = metrics.text().await.expect("text");
+        assert!(
+            text.contains("restock_outbox_depth{state=\"pending\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("restock_outbox_depth{state=\"done\"}"),
+            "{text}"
+        );
+        t.stop().await;
+    }
+);
+
+both_dbs!(secrets_are_sealed_at_rest, |backend: Backend| async move {
+    let t = TestApp::spawn(backend).await;
+    let store = t.create_store("shop").await;
+    let secret = format!("shpss_{}", store.slug);
+    let stored: Vec<(i64, String)> = t.app.db.shopify_secrets().await.expect("secrets");
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].1.contains(&secret), "{}", stored[0].1);
+    assert!(stored[0].1.starts_with("enc:v1:"), "{}", stored[0].1);
+    let link_key = t
+        .app
+        .db
+        .instance_secret("link_signing_key", "unused")
+        .await
+        .expect("key");
+    assert!(link_key.starts_with("enc:v1:"), "{link_key}");
+    // The sealed secret still verifies webhooks.
+    t.seed_catalog(&store).await;
+    let body = shopify_body(4242, 3, "2026-03-01T07:00:00Z");
+    let (s, r) = deliver_shopify(&t, &store.slug, "inventory_levels/update", "w", &body).await;
+    assert_eq!(s, 200, "{r}");
+    // Rotation: a new key, the old one as previous; rotate re-seals everything.
+    let new_key = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let cfg = restock::config::SecretsConfig {
+        key: new_key.to_string().into(),
+        previous_keys: vec![common::TEST_SECRETS_KEY.to_string().into()],
+    };
+    let boxed = restock::secrets::SecretBox::from_config(&cfg).expect("keys");
+    assert_eq!(
+        restock::secrets::rotate(&t.app.db, &boxed)
+            .await
+            .expect("rotate"),
+        2
+    );
+    let only_new = restock::secrets::SecretBox::from_config(&restock::config::SecretsConfig {
+        key: new_key.to_string().into(),
+        previous_keys: vec![],
+    })
+    .expect("key");
+    let stored = t.app.db.shopify_secrets().await.expect("secrets");
+    assert_eq!(
+        only_new
+            .open("shopify_secret", &stored[0].1)
+            .expect("opens"),
+        secret
+    );
+    t.stop().await;
+});

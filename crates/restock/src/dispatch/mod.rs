@@ -18,6 +18,8 @@ use crate::channels::EmailMessage;
 use crate::render::Links;
 use crate::storage::outbox::Claimed;
 
+pub mod record;
+
 /// What happened to one claimed notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -167,6 +169,7 @@ async fn housekeeping(app: &App, now: i64) {
     if let Err(e) = app.db.expire_temporary_stock(now, 1000).await {
         tracing::warn!(error = %e, "expiring temporary stock");
     }
+    crate::dispatch::record::purge_if_due(app, now).await;
 }
 
 /// Processes one claimed notification end to end. Never panics on data: any
@@ -284,7 +287,8 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
                 .restock_to_send
                 .with_label_values(&[app.email.name()])
                 .observe(latency);
-            Ok(if db.record_sent(n, now).await? {
+            // The relay has the message: record it even if the database is away now.
+            Ok(if record::durably(n.id, || db.record_sent(n, now)).await? {
                 Outcome::Sent
             } else {
                 Outcome::Lost
@@ -297,17 +301,20 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
                 "send failed"
             );
             match policy.decide(attempts, &failure, now, jitter) {
-                Decision::RetryAt(at) => {
-                    Ok(if db.record_retry(n, at, failure.reason(), now).await? {
+                Decision::RetryAt(at) => Ok(
+                    if record::durably(n.id, || db.record_retry(n, at, failure.reason(), now))
+                        .await?
+                    {
                         Outcome::Retry
                     } else {
                         Outcome::Lost
-                    })
-                }
+                    },
+                ),
                 Decision::Failed => Ok(
-                    if db
-                        .record_failed_and_suppress(n, failure.reason(), now)
-                        .await?
+                    if record::durably(n.id, || {
+                        db.record_failed_and_suppress(n, failure.reason(), now)
+                    })
+                    .await?
                     {
                         Outcome::Failed
                     } else {

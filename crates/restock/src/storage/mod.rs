@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod demand;
 pub mod outbox;
 pub mod rejections;
+pub mod retention;
 pub mod stock;
 pub mod stores;
 pub mod tracking;

@@ -104,7 +104,7 @@ impl Db {
     pub async fn webhook_seen(&self, store: StoreId, source: &str, delivery: &str) -> Result<bool> {
         with_pool!(self, pool => {
             let hit: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM webhook_deliveries WHERE store_id = $1 AND source = $2 AND delivery_id = $3",
+                "SELECT CAST(1 AS BIGINT) FROM webhook_deliveries WHERE store_id = $1 AND source = $2 AND delivery_id = $3",
             )
             .bind(store.0)
             .bind(source)
