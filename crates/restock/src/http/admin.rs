@@ -14,18 +14,29 @@ use crate::storage::stores::NewStore;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStore {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     /// URL-safe identifier, used in webhook URLs.
     #[schema(pattern = "^[a-z0-9-]{1,64}$")]
     pub slug: String,
     #[serde(default)]
-    #[schema(max_items = 50)]
+    #[schema(max_items = 50, value_type = Vec<OriginText>)]
     pub allowed_origins: Vec<String>,
     #[serde(default)]
-    #[schema(max_length = 512)]
+    #[schema(max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub shopify_secret: Option<String>,
 }
+
+/// A web origin as browsers send it: scheme://host[:port], nothing after.
+#[derive(ToSchema)]
+#[schema(
+    pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?$"
+)]
+pub struct OriginText(pub String);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedStoreBody {

@@ -19,26 +19,39 @@ use crate::storage::catalog::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryBody {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub min_stock: Option<i64>,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub notify_threshold: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductBody {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub title: String,
     #[serde(default)]
-    #[schema(max_length = 5000)]
+    #[schema(
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub description: String,
     /// Absolute http(s) URL without user name or password.
     #[schema(
         max_length = 2048,
-        pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+        pattern = "^(|https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?)$"
     )]
     pub image_url: Option<String>,
     /// The product page: an absolute http(s) URL without user name or password.
@@ -48,17 +61,24 @@ pub struct ProductBody {
     )]
     pub url: String,
     /// Category handle; created if new.
-    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub category: Option<String>,
     /// Price in minor units (cents for EUR; whole yen for JPY).
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[serde(deserialize_with = "super::int::req")]
     pub price: i64,
     /// ISO 4217 code.
     #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: String,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub min_stock: Option<i64>,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub notify_threshold: Option<i64>,
     #[serde(default)]
     #[schema(max_items = 1000)]
@@ -72,35 +92,40 @@ pub struct VariantBody {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = "^[^\\s\\x00-\\x1f\\x7f]([^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f])?$"
+        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
     )]
     pub sku: String,
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub title: String,
-    /// Option name to value, e.g. {"size": "M", "colour": "Red"} (at most 20).
+    /// Option name to value, e.g. {"size": "M", "colour": "Red"}: at most 20, names
+    /// up to 64 and values up to 128 characters, without control characters.
     #[serde(default)]
+    #[schema(schema_with = options_schema)]
     pub options: BTreeMap<String, String>,
     /// Own price in minor units; the product's if omitted.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub price: Option<i64>,
     #[schema(
         max_length = 2048,
-        pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+        pattern = "^(|https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?)$"
     )]
     pub image_url: Option<String>,
     /// Deep link to this variant; the product page if omitted.
     #[schema(
         max_length = 2048,
-        pattern = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+        pattern = "^(|https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?)$"
     )]
     pub url: Option<String>,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub min_stock: Option<i64>,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub notify_threshold: Option<i64>,
     /// Shopify inventory item id, to route Shopify inventory webhooks.
-    #[schema(max_length = 64)]
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub inventory_item_id: Option<String>,
 }
 
@@ -181,6 +206,30 @@ impl From<ProductWithVariants> for ProductView {
             variants: variants.into_iter().map(Into::into).collect(),
         }
     }
+}
+
+/// Variant options as the server checks them: up to 20 names of 1-64 and values of
+/// up to 128 characters, none with control characters.
+fn options_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    const PRINTABLE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(20))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64))
+                .pattern(Some(PRINTABLE)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(128))
+                .pattern(Some(PRINTABLE)),
+        ))
+        .build()
 }
 
 fn invalid(e: impl ToString) -> ApiError {
@@ -266,6 +315,9 @@ impl ProductBody {
                 return Err(invalid("at most 20 options per variant"));
             }
             for (name, value) in &v.options {
+                if name.is_empty() {
+                    return Err(invalid("option names must not be empty"));
+                }
                 text("option name", name, 64, false)?;
                 text("option value", value, 128, false)?;
             }
@@ -302,7 +354,7 @@ impl ProductBody {
 
 /// Create or update a category (thresholds apply to its products' variants).
 #[utoipa::path(put, path = "/v1/categories/{handle}", tag = "catalog", security(("api_key" = [])),
-    params(("handle" = String, Path, description = "The merchant's category handle")),
+    params(("handle" = String, Path, description = "The merchant's category handle", max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")),
     request_body = CategoryBody,
     responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_category(
@@ -330,7 +382,7 @@ pub async fn put_category(
 
 /// Create or replace a product and upsert its variants.
 #[utoipa::path(put, path = "/v1/products/{id}", tag = "catalog", security(("api_key" = [])),
-    params(("id" = String, Path, description = "The merchant's product id")),
+    params(("id" = String, Path, description = "The merchant's product id", max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")),
     request_body = ProductBody,
     responses((status = 200, body = ProductView), (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -368,7 +420,7 @@ pub async fn put_product(
 
 /// A product with its variants and their stock state.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog", security(("api_key" = [])),
-    params(("id" = String, Path, description = "The merchant's product id")),
+    params(("id" = String, Path, description = "The merchant's product id", max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")),
     responses((status = 200, body = ProductView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_product(
     State(app): State<App>,
@@ -384,6 +436,7 @@ pub async fn get_product(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
     /// Return items after this cursor (the `next` of the previous page).
     #[param(minimum = 0)]
@@ -394,11 +447,23 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn after(&self) -> i64 {
-        self.after.unwrap_or(0)
+    pub fn after(&self) -> ApiResult<i64> {
+        check_after(self.after)
     }
     pub fn limit(&self) -> ApiResult<i64> {
         check_limit(self.limit)
+    }
+}
+
+/// A cursor as documented: not negative, 0 if not given.
+pub fn check_after(after: Option<i64>) -> ApiResult<i64> {
+    match after {
+        None => Ok(0),
+        Some(n) if n >= 0 => Ok(n),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "after must not be negative",
+        )),
     }
 }
 
@@ -439,7 +504,7 @@ pub async fn list_products(
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<ProductPage>> {
     let limit = page.limit()?;
-    let rows = app.db.products(store, page.after(), limit).await?;
+    let rows = app.db.products(store, page.after()?, limit).await?;
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
@@ -490,7 +555,7 @@ pub struct TransitionView {
 
 /// A variant by SKU, with its levels per location and its availability history.
 #[utoipa::path(get, path = "/v1/variants/{sku}", tag = "catalog", security(("api_key" = [])),
-    params(("sku" = String, Path, description = "The variant's SKU")),
+    params(("sku" = String, Path, description = "The variant's SKU", max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")),
     responses((status = 200, body = VariantDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_variant(
     State(app): State<App>,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod int;
 pub mod layers;
 pub mod notifications;
 pub mod openapi;
@@ -33,7 +34,8 @@ use openapi::Contract;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Restock", description = "Back-in-stock notifications: catalog, stock, storefront sign-ups, outbox, tracking."),
-    modifiers(&Security, &Contract),
+    modifiers(&Security),
+    components(schemas(crate::intake::api::StockItem)),
     tags(
         (name = "catalog", description = "Products, variants, categories and their thresholds"),
         (name = "stock", description = "Stock updates and restock events"),
@@ -119,12 +121,15 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(tracking::click))
         .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
         .layer(DefaultBodyLimit::max(limits::DEFAULT));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(stock)
         .merge(webhooks)
         .merge(storefront)
         .merge(rest)
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes are in: the contract completes every operation.
+    Contract.modify(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document as served at `/openapi.json`.

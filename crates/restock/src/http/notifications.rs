@@ -16,6 +16,7 @@ use crate::storage::outbox::{NotificationRow, Replay};
 const STATES: [&str; 6] = ["pending", "running", "done", "failed", "dead", "skipped"];
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
     /// pending, running, done, failed, dead or skipped.
     #[param(pattern = "^(pending|running|done|failed|dead|skipped)$")]
@@ -53,7 +54,12 @@ pub async fn list_notifications(
     let limit = super::catalog::check_limit(q.limit)?;
     let items = app
         .db
-        .notifications(store, q.state.as_deref(), q.after.unwrap_or(0), limit)
+        .notifications(
+            store,
+            q.state.as_deref(),
+            super::catalog::check_after(q.after)?,
+            limit,
+        )
         .await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.id))

@@ -14,6 +14,7 @@ use crate::intake::api::parse_batch;
 use crate::storage::rejections::RejectionRow;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RejectionQuery {
     /// Return rejections older than this cursor (the `next` of the previous page).
     #[param(minimum = 1)]

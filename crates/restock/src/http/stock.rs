@@ -9,15 +9,18 @@ use super::auth::Merchant;
 use super::error::{ApiError, ApiResult, ErrorBody, ErrorCode, ItemsJson};
 use crate::app::App;
 use crate::intake;
-use crate::intake::api::{StockItem, parse_batch};
+use crate::intake::api::parse_batch;
 
 pub const MAX_BATCH: usize = 10_000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockBatch {
-    /// Stock items; each is validated on its own, so one bad item does not fail the rest.
-    #[schema(value_type = Vec<StockItem>)]
+    /// Up to 10,000 stock items, each shaped like `StockItem`. Each is validated on
+    /// its own: an item that is not a valid `StockItem` (wrong shape, unknown SKU,
+    /// a quantity out of range, a location with control characters) is answered in
+    /// `rejected` with its code and kept for replay, and the others are applied.
+    #[schema(value_type = Vec<Value>, max_items = 10000)]
     pub items: Vec<serde_json::Value>,
 }
 

@@ -45,19 +45,26 @@ impl From<StoreRow> for StoreBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStore {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub min_stock: Option<i64>,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub notify_threshold: Option<i64>,
-    #[schema(max_items = 50)]
+    #[schema(max_items = 50, value_type = Option<Vec<super::admin::OriginText>>)]
     pub allowed_origins: Option<Vec<String>>,
     /// Shopify webhook secret; an empty string disconnects Shopify.
-    #[schema(max_length = 512)]
+    #[schema(max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub shopify_secret: Option<String>,
     /// Days finished notifications and tracking events are kept (1-3650).
     #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub retention_days: Option<i64>,
 }
 

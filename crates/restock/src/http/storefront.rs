@@ -20,11 +20,74 @@ use crate::storage::stores::StoreRow;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
+    /// The shopper's address (a plain address: no display name, no quoted local part).
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30})?@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?)*\\.[A-Za-z]{2,12}$"
+    )]
     pub email: String,
     /// Subscribe to this variant...
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
+    )]
     pub sku: Option<String>,
     /// ...or to any variant of this product (the merchant's product id).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub product: Option<String>,
+}
+
+/// The documented shape of a sign-up: exactly one of `sku` or `product`.
+/// (`SubscribeRequest` parses both so it can say which rule was broken.)
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum SignUp {
+    Variant(VariantSignUp),
+    Product(ProductSignUp),
+}
+
+/// A sign-up for one variant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct VariantSignUp {
+    /// The shopper's address (a plain address: no display name, no quoted local part).
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30})?@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?)*\\.[A-Za-z]{2,12}$"
+    )]
+    email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
+    )]
+    sku: String,
+}
+
+/// A sign-up for any variant of a product (the merchant's product id).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ProductSignUp {
+    /// The shopper's address (a plain address: no display name, no quoted local part).
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30})?@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?)*\\.[A-Za-z]{2,12}$"
+    )]
+    email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
+    product: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,8 +129,9 @@ async fn store_for(app: &App, key: &str) -> Result<StoreRow, ApiError> {
 
 /// CORS preflight for the subscribe endpoint.
 #[utoipa::path(options, path = "/storefront/v1/{publishable_key}/subscriptions", tag = "storefront",
-    params(("publishable_key" = String, Path)),
-    responses((status = 204, description = "origin allowed"), (status = 403, body = ErrorBody)))]
+    params(("publishable_key" = String, Path, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses((status = 204, description = "origin allowed"), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "unknown_store")))]
 pub async fn preflight(
     State(app): State<App>,
     ApiPath(key): ApiPath<String>,
@@ -101,8 +165,8 @@ pub async fn preflight(
 
 /// Sign a shopper up for a back-in-stock alert. A repeated sign-up is merged.
 #[utoipa::path(post, path = "/storefront/v1/{publishable_key}/subscriptions", tag = "storefront",
-    params(("publishable_key" = String, Path)),
-    request_body = SubscribeRequest,
+    params(("publishable_key" = String, Path, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = SignUp,
     responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse, description = "merged"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "in_stock"), (status = 422, body = ErrorBody)))]

@@ -26,7 +26,7 @@ pub async fn list_subscriptions(
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Json<SubscriptionPage>> {
     let limit = page.limit()?;
-    let items = app.db.subscriptions(store, page.after(), limit).await?;
+    let items = app.db.subscriptions(store, page.after()?, limit).await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.id))
         .flatten();

@@ -26,7 +26,7 @@ fn page(app: &App, name: &str, ctx: minijinja::Value) -> Response {
 
 /// Click-through: records the click, then redirects to the variant's page. A HEAD
 /// request (link scanners, previews) gets the same redirect but is not counted.
-#[utoipa::path(get, path = "/t/c/{token}", tag = "tracking", params(("token" = String, Path)),
+#[utoipa::path(get, path = "/t/c/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     responses((status = 303, description = "to the variant's page"), (status = 404, body = ErrorBody)))]
 pub async fn click(
     State(app): State<App>,
@@ -55,7 +55,7 @@ pub async fn click(
 
 /// The unsubscribe page: asks whether to end this alert or all of the store's.
 /// A GET never unsubscribes (mail scanners follow links).
-#[utoipa::path(get, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path)),
+#[utoipa::path(get, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 404, body = ErrorBody)))]
 pub async fn unsubscribe_page(
     State(app): State<App>,
@@ -93,7 +93,7 @@ pub struct UnsubscribeForm {
 
 /// Unsubscribe: the RFC 8058 one-click POST (`List-Unsubscribe=One-Click`) ends this
 /// alert; the page's form can end all of the shopper's alerts at the store.
-#[utoipa::path(post, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path)),
+#[utoipa::path(post, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     request_body(content = String, content_type = "application/x-www-form-urlencoded",
         description = "List-Unsubscribe=One-Click, or scope=this|all"),
     responses((status = 200, description = "HTML confirmation", content_type = "text/html"), (status = 404, body = ErrorBody)))]

@@ -16,12 +16,16 @@ use crate::storage::rejections::NewRejection;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockItem {
+    #[schema(min_length = 1, max_length = 128)]
     pub sku: String,
     /// Location (warehouse, store) the quantity is for; "default" if omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub location: Option<String>,
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub available: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub incoming: Option<i64>,
     /// RFC 3339 time the incoming quantity is expected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
