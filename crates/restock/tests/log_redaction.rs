@@ -127,7 +127,12 @@ async fn logs_mask_addresses_and_tokens() {
         .execute(pool)
         .await
         .expect("drop");
-    assert_eq!(http.get(&click).send().await.expect("click").status(), 500);
+    let failed = http.get(&click).send().await.expect("click");
+    assert_eq!(failed.status(), 500);
+    let request_id = failed.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
 
     let _ = child.kill();
     let _ = child.wait();
@@ -139,6 +144,11 @@ async fn logs_mask_addresses_and_tokens() {
     assert!(
         log.contains("/t/c/{token}"),
         "the 500 names its route:\n{log}"
+    );
+    // The 500's log lines carry the request id the client was answered with.
+    assert!(
+        log.contains(&request_id),
+        "request id {request_id} not in:\n{log}"
     );
     for secret in [
         "ann.smith@example.com",
