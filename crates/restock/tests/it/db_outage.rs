@@ -4,7 +4,7 @@
 //! second and truthfully, and sends that reached the relay while the database was
 //! away are recorded when it returns, never sent twice.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

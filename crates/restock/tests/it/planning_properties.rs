@@ -4,7 +4,7 @@
 //! rule (`restock_core::planner::eligible`) says, never twice for one subscription
 //! and restock, and never while a subscription has a notification in flight.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

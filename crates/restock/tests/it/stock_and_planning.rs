@@ -2,7 +2,7 @@
 //! band, ordering and replays, locations, temporary stock, re-checks before sending,
 //! product-level alerts, and rejected items.
 
-mod common;
+use crate::common;
 
 use common::{Backend, StoreKeys, TestApp};
 use reqwest::Method;

@@ -1,7 +1,7 @@
 //! The hostile trial's cases, on both databases: each answers 4xx with a code (or
 //! works), and both backends accept and refuse exactly the same inputs.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use reqwest::Method;

@@ -1,7 +1,7 @@
 //! The SQLite and PostgreSQL migrations define the same tables, columns (name,
 //! type, nullability) and indexes, so one set of queries means the same on both.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

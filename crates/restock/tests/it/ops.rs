@@ -1,6 +1,6 @@
 //! Operations: health, readiness, metrics, and the OpenAPI document.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::{Value, json};

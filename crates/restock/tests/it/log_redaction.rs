@@ -1,7 +1,7 @@
 //! What the real binary writes to its logs at INFO: no shopper address in clear and
 //! no signed-link token, even on a failed send or a 500 on a tracking link.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

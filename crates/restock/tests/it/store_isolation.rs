@@ -1,6 +1,6 @@
 //! A store's data is visible only with that store's credentials, on every endpoint.
 
-mod common;
+use crate::common;
 
 use common::{Backend, StoreKeys, TestApp};
 use reqwest::Method;

@@ -1,7 +1,7 @@
 //! Shopify's inventory_levels/update webhook: signature verification exactly as
 //! Shopify documents it, application, staleness, and dead-lettering.
 
-mod common;
+use crate::common;
 
 use common::{Backend, StoreKeys, TestApp};
 use serde_json::{Value, json};
