@@ -16,11 +16,10 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
@@ -182,16 +181,18 @@ pub async fn method_not_allowed() -> Response {
     )
 }
 
-/// An empty-bodied answer, for tests of the error contract below the handlers.
-pub fn bare(status: StatusCode) -> Response {
-    (status, Body::empty()).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::response::IntoResponse;
     use axum::routing::get;
     use tower::ServiceExt;
+
+    /// An empty-bodied error, as a layer below the handlers would produce.
+    fn bare(status: StatusCode) -> Response {
+        (status, Body::empty()).into_response()
+    }
 
     fn config() -> HttpConfig {
         HttpConfig {
