@@ -14,6 +14,8 @@ pub enum ValueError {
     Currency,
     #[error("not an absolute http(s) URL: {0}")]
     Url(String),
+    #[error("a URL must not carry a user name or password: {0}")]
+    UrlUserinfo(String),
     #[error("not a web origin (scheme://host[:port]): {0}")]
     Origin(String),
     #[error("a market is 1 to 32 of a-z, 0-9, '-' and '_': {0}")]
@@ -43,6 +45,12 @@ impl Email {
         // Bare hosts ("a@localhost") and display-name forms are valid RFC 5322 but are
         // never what a shopper means in a sign-up box.
         if !domain.contains('.') || trimmed.contains(['<', '>', ' ']) {
+            return Err(ValueError::Email(truncate(trimmed)));
+        }
+        // Only a dot-atom local part: quoted ones ("john..doe"@x) are valid RFC 5322
+        // but most mail software, our own mailer included, cannot address them, so a
+        // sign-up with one could never be told its item is back.
+        if !is_dot_atom(local) || local.len() > 64 {
             return Err(ValueError::Email(truncate(trimmed)));
         }
         Ok(Email(format!("{local}@{}", domain.to_ascii_lowercase())))
@@ -169,6 +177,18 @@ impl Channel {
     }
 }
 
+/// RFC 5322 dot-atom: atext runs separated by single dots.
+fn is_dot_atom(s: &str) -> bool {
+    const SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~";
+    !s.is_empty()
+        && s.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || SPECIALS.contains(&b) || b >= 0x80)
+        })
+}
+
 /// A merchant's stock-keeping unit, kept exactly as given (after trimming).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -248,6 +268,13 @@ impl HttpUrl {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(ValueError::Url(truncate(input)));
         }
+        // "https://shop.example@evil.example/" reads as the shop but leads elsewhere.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ValueError::UrlUserinfo(truncate(input)));
+        }
+        if input.len() > 2048 {
+            return Err(ValueError::Url(truncate(input)));
+        }
         Ok(HttpUrl(url))
     }
 
@@ -301,6 +328,11 @@ mod tests {
             "ann@localhost",
             "Ann <ann@x.com>",
             "a b@x.com",
+            "\"john..doe\"@example.com",
+            "\"ann\"@example.com",
+            "john..doe@example.com",
+            ".ann@example.com",
+            "ann.@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -349,6 +381,21 @@ mod tests {
         );
         assert!(Origin::parse("https://shop.example/path").is_err());
         assert!(Origin::parse("ftp://shop.example").is_err());
+    }
+
+    #[test]
+    fn urls_with_userinfo_are_refused() {
+        assert!(HttpUrl::parse("https://shop.example/p/1").is_ok());
+        for bad in [
+            "https://shop.example@evil.example/",
+            "https://user:pw@shop.example/",
+            "https://:pw@shop.example/",
+        ] {
+            assert!(
+                matches!(HttpUrl::parse(bad), Err(ValueError::UrlUserinfo(_))),
+                "{bad}"
+            );
+        }
     }
 
     proptest! {

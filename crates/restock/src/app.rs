@@ -7,8 +7,10 @@ use tokio::sync::Notify;
 
 use crate::channels::EmailChannel;
 use crate::config::Config;
+use crate::http::auth::AuthThrottle;
 use crate::metrics::Metrics;
 use crate::render::Renderer;
+use crate::secrets::SecretBox;
 use crate::storage::Db;
 use crate::util::Clock;
 
@@ -25,6 +27,14 @@ pub struct AppInner {
     pub metrics: Metrics,
     pub renderer: Renderer,
     pub email: EmailChannel,
+    pub secrets: SecretBox,
+    /// Failed authentications per client address.
+    pub auth_throttle: AuthThrottle,
+    /// Random id of this installation (its database), part of every Message-ID so
+    /// two installations never mint the same one.
+    pub installation_id: String,
+    /// When the workers last purged expired history (ms; 0: not yet).
+    pub last_purge_ms: std::sync::atomic::AtomicI64,
     /// Woken when this process plans notifications, so sends start at once.
     pub work_ready: Notify,
     /// Woken when this process records a restock, so planning starts at once.
@@ -46,13 +56,26 @@ impl App {
         clock: Clock,
         email: EmailChannel,
     ) -> anyhow::Result<App> {
-        let key = db.instance_secret("link_signing_key").await?;
+        let secrets = SecretBox::from_config(&config.secrets)?;
+        if secrets.is_plaintext() {
+            tracing::warn!(
+                "secrets.key is not set: Shopify secrets and the link-signing key are stored in clear"
+            );
+        }
+        let key = link_signing_key(&db, &secrets).await?;
+        let installation_id = db
+            .instance_secret("installation_id", &crate::util::random_token(9))
+            .await?;
         Ok(App {
             inner: Arc::new(AppInner {
                 config,
                 db,
                 clock,
                 signer: Signer::new(key.as_bytes()),
+                secrets,
+                auth_throttle: AuthThrottle::default(),
+                installation_id,
+                last_purge_ms: std::sync::atomic::AtomicI64::new(0),
                 metrics: Metrics::new(),
                 renderer: Renderer::new(),
                 email,
@@ -69,4 +92,22 @@ impl App {
     pub fn public_url(&self, path: &str) -> String {
         format!("{}{}", self.config.public_url.trim_end_matches('/'), path)
     }
+}
+
+/// The key that signs links in messages: created on first start, stored sealed with
+/// the configured secrets key (and re-sealed at start when that key changed).
+async fn link_signing_key(db: &Db, secrets: &SecretBox) -> anyhow::Result<String> {
+    const NAME: &str = "link_signing_key";
+    let fresh = crate::util::random_token(32);
+    let stored = db
+        .instance_secret(NAME, &secrets.seal(NAME, &fresh))
+        .await?;
+    let key = secrets
+        .open(NAME, &stored)
+        .map_err(|e| anyhow::anyhow!("opening the stored {NAME}: {e}"))?;
+    if !secrets.is_current(&stored) {
+        db.set_instance_secret(NAME, &secrets.seal(NAME, &key))
+            .await?;
+    }
+    Ok(key)
 }

@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Samples of restock-to-first-send latency, and of stock-update answers per N.
     #[arg(long, default_value_t = 50)]
     pub latency_samples: u32,
+    /// Only time a /metrics scrape with this many notifications in the outbox
+    /// (comma separated, ascending), instead of the planning and latency runs.
+    #[arg(long, value_delimiter = ',')]
+    pub metrics_at: Vec<u64>,
 }
 
 struct BenchDb {
@@ -162,6 +166,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "restock bench on {backend} ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if !args.metrics_at.is_empty() {
+        return metrics_scrape(&args).await;
+    }
     for &n in &args.subscribers {
         let b = fresh_db(&args.db).await?;
         let (store, product, variant) = seed_store(&b.db, "bench").await?;
@@ -229,6 +236,60 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         b.drop_schema().await?;
     }
     latency(&args).await
+}
+
+/// Times a /metrics render (what a scrape runs) as the outbox grows to each of
+/// `args.metrics_at` notifications, mostly finished ones, as history accumulates.
+/// For comparison it also times the count the scrape used to make (every
+/// notification grouped by state).
+async fn metrics_scrape(args: &BenchArgs) -> anyhow::Result<()> {
+    const WAITING: u64 = 10_000;
+    let b = fresh_db(&args.db).await?;
+    let (store, product, variant) = seed_store(&b.db, "metrics").await?;
+    b.db.bench_seed_waiting_list(store, product, variant, WAITING)
+        .await?;
+    let metrics = crate::metrics::Metrics::new();
+    println!("\n/metrics scrape time by outbox size (20 scrapes each):");
+    println!(
+        "{:>12} {:>10} {:>12} {:>12} {:>22}",
+        "notifications", "seed s", "median ms", "max ms", "old GROUP BY count ms"
+    );
+    let mut have = 0u64;
+    let mut event = 0i64;
+    for &target in &args.metrics_at {
+        let started = Instant::now();
+        while have < target {
+            event += 1;
+            b.db.bench_seed_finished(store, product, variant, event)
+                .await?;
+            have += WAITING;
+        }
+        b.db.bench_analyze().await?;
+        let seed_secs = started.elapsed().as_secs_f64();
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let text = metrics.render(&b.db).await;
+            times.push(t.elapsed());
+            anyhow::ensure!(
+                text.contains("restock_outbox_depth"),
+                "scrape rendered no depth"
+            );
+        }
+        times.sort();
+        let t = Instant::now();
+        let rows = b.db.outbox_depth(None).await?;
+        let old = t.elapsed();
+        let total: i64 = rows.iter().map(|(_, n)| n).sum();
+        anyhow::ensure!(total as u64 == have, "counted {total}, expected {have}");
+        println!(
+            "{have:>12} {seed_secs:>10.1} {:>12.2} {:>12.2} {:>22.1}",
+            times[times.len() / 2].as_secs_f64() * 1000.0,
+            times[times.len() - 1].as_secs_f64() * 1000.0,
+            old.as_secs_f64() * 1000.0
+        );
+    }
+    b.drop_schema().await
 }
 
 async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
@@ -378,12 +439,72 @@ impl Db {
         Ok(())
     }
 
+    /// One past restock event whose notifications (one per subscription of the
+    /// store) were sent: history, as it accumulates in the outbox. The first event
+    /// also leaves 1 % pending and 1 % dead, a live queue that stays the same size.
+    pub async fn bench_seed_finished(
+        &self,
+        store: StoreId,
+        product: i64,
+        variant: i64,
+        event: i64,
+    ) -> anyhow::Result<()> {
+        crate::storage::with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let transition: i64 = sqlx::query_scalar(
+                "INSERT INTO availability_transitions (store_id, variant_id, to_state, quantity, cause, at) \
+                 VALUES ($1, $2, 'in_stock', 5, 'bench', $3) RETURNING id",
+            )
+            .bind(store.0)
+            .bind(variant)
+            .bind(event)
+            .fetch_one(&mut *tx)
+            .await?;
+            let restock: i64 = sqlx::query_scalar(
+                "INSERT INTO restock_events (store_id, variant_id, product_id, transition_id, quantity, created_at) \
+                 VALUES ($1, $2, $3, $4, 5, $5) RETURNING id",
+            )
+            .bind(store.0)
+            .bind(variant)
+            .bind(product)
+            .bind(transition)
+            .bind(event)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO notifications (store_id, subscription_id, shopper_id, restock_event_id, variant_id, \
+                                            channel, recipient, state, attempts, due_at, planned_at, sent_at, updated_at) \
+                 SELECT s.store_id, s.id, s.shopper_id, $2, $3, 'email', 'x@bench.example', \
+                        CASE WHEN $4 = 1 AND s.id % 100 = 0 THEN 'dead' \
+                             WHEN $4 = 1 AND s.id % 100 = 1 THEN 'pending' ELSE 'done' END, \
+                        1, $4, $4, $4, $4 \
+                 FROM subscriptions s WHERE s.store_id = $1",
+            )
+            .bind(store.0)
+            .bind(restock)
+            .bind(variant)
+            .bind(event)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     async fn bench_planned_count(&self) -> anyhow::Result<i64> {
         Ok(crate::storage::with_pool!(self, pool => {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")
                 .fetch_one(pool)
                 .await?
         }))
+    }
+
+    /// Fresh planner statistics after a bulk load.
+    pub async fn bench_analyze(&self) -> anyhow::Result<()> {
+        crate::storage::with_pool!(self, pool => {
+            sqlx::query("ANALYZE").execute(pool).await?;
+        });
+        Ok(())
     }
 
     async fn bench_seed_waiting_list_named(

@@ -20,12 +20,39 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub email: EmailConfig,
     pub dispatch: DispatchConfig,
+    pub http: HttpConfig,
+    pub retention: RetentionConfig,
+    pub secrets: SecretsConfig,
+}
+
+/// Limits that keep slow and hostile clients from exhausting the server.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_connections: usize,
+    pub max_uri_bytes: usize,
+    pub client_ip_header: String,
+    pub auth_failures_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionConfig {
+    pub interval_secs: u64,
+    pub batch_size: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretsConfig {
+    pub key: SecretString,
+    pub previous_keys: Vec<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseConfig {
     pub url: SecretString,
     pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -131,6 +158,22 @@ impl Config {
         if self.dispatch.retry.max_attempts < 1 {
             anyhow::bail!("invalid configuration: dispatch.retry.max_attempts must be at least 1");
         }
+        if self.http.max_connections == 0 {
+            anyhow::bail!("invalid configuration: http.max_connections must be at least 1");
+        }
+        if self.http.header_read_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
+            anyhow::bail!(
+                "invalid configuration: http.header_read_timeout_secs and http.request_timeout_secs must be at least 1"
+            );
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            anyhow::bail!("invalid configuration: database.acquire_timeout_ms must be at least 1");
+        }
+        if self.retention.batch_size < 1 {
+            anyhow::bail!("invalid configuration: retention.batch_size must be at least 1");
+        }
+        crate::secrets::SecretBox::from_config(&self.secrets)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: secrets: {e}"))?;
         if self.email.smtp.pool_size == 0 {
             anyhow::bail!("invalid configuration: email.smtp.pool_size must be at least 1");
         }

@@ -18,11 +18,13 @@ pub mod channels;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod error_code;
 pub mod http;
 pub mod intake;
 pub mod metrics;
 pub mod planning;
 pub mod render;
+pub mod secrets;
 pub mod storage;
 pub mod util;
 
@@ -66,10 +68,13 @@ pub async fn run(
         .dispatch
         .enabled
         .then(|| tokio::spawn(planning::run_worker(app.clone(), shutdown.clone())));
-    let server_shutdown = shutdown.clone();
-    axum::serve(listener, http::router(app.clone()))
-        .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-        .await?;
+    http::server::serve(
+        listener,
+        http::router(app.clone()),
+        &app.config.http,
+        shutdown.clone(),
+    )
+    .await?;
     if let Some(worker) = worker {
         worker.await?;
     }

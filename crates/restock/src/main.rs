@@ -44,6 +44,24 @@ enum Command {
     },
     /// Measure planning throughput and restock-to-send latency.
     Bench(restock::bench::BenchArgs),
+    /// Manage secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+    /// Write a consistent copy of a SQLite database to a file while it is in use
+    /// (PostgreSQL: use pg_dump, see the README).
+    Backup {
+        /// The file to write; must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-seal every stored secret with the current secrets.key (after rotating it).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -138,14 +156,19 @@ async fn main() -> anyhow::Result<()> {
                         anyhow::bail!("--slug must be 1-64 of a-z, 0-9 and -");
                     }
                     let origins = restock::http::admin::parse_origins(&origins)
-                        .map_err(|e| anyhow::anyhow!(e.detail))?;
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    let secrets = restock::secrets::SecretBox::from_config(&config.secrets)?;
+                    let sealed = shopify_secret
+                        .as_deref()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| secrets.seal("shopify_secret", s));
                     let created = db
                         .create_store(
                             NewStore {
                                 name: &name,
                                 slug: &slug,
                                 allowed_origins: &origins,
-                                shopify_secret: shopify_secret.as_deref(),
+                                shopify_secret: sealed.as_deref(),
                             },
                             now,
                         )
@@ -226,6 +249,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => restock::bench::run(args).await,
+        Command::Secrets {
+            command: SecretsCommand::Rotate,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            let secrets = restock::secrets::SecretBox::from_config(&config.secrets)?;
+            let n = restock::secrets::rotate(&db, &secrets).await?;
+            println!("{n} secret(s) re-sealed with the current key");
+            Ok(())
+        }
+        Command::Backup { to } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let db = Db::connect(&config.database).await?;
+            db.backup_to(&to).await?;
+            println!("backup written to {}", to.display());
+            Ok(())
+        }
     }
 }
 

@@ -54,7 +54,10 @@ impl Metrics {
             &["decision"],
         );
         let outbox_depth = IntGaugeVec::new(
-            Opts::new("outbox_depth", "Notifications by state"),
+            Opts::new(
+                "outbox_depth",
+                "Notifications waiting (pending), in flight (running) or given up (dead)",
+            ),
             &["state"],
         );
         // The metric definitions above are static and valid; registration can only
@@ -93,13 +96,13 @@ impl Metrics {
         }
     }
 
+    /// The text exposition. The queue gauges count only live rows (pending, running,
+    /// dead) through partial indexes; finished outcomes are the `sends_total`
+    /// counters, so a scrape does not grow with history.
     pub async fn render(&self, db: &Db) -> String {
-        match db.outbox_depth(None).await {
+        match db.live_queue_depth().await {
             Ok(rows) => {
-                for state in [
-                    "pending", "running", "done", "failed", "dead", "skipped", "held",
-                ] {
-                    let n = rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                for (state, n) in rows {
                     self.outbox_depth.with_label_values(&[state]).set(n);
                 }
             }

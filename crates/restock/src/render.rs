@@ -26,6 +26,25 @@ pub struct RenderedEmail {
     pub text: String,
 }
 
+/// A URL for an HTML attribute: escapes what could end or break the attribute
+/// (`&`, `<`, `>`, `"`, `'`) but not `/` or `:`, which the default HTML escaping turns
+/// into entities (`http:&#x2f;&#x2f;…`) that some mail clients and link scanners do
+/// not decode. Every URL reaching a template is ours or a parsed http(s) URL.
+fn url_attr(value: &str) -> minijinja::Value {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    minijinja::Value::from_safe_string(out)
+}
+
 impl Default for Renderer {
     fn default() -> Self {
         Self::new()
@@ -35,6 +54,7 @@ impl Default for Renderer {
 impl Renderer {
     pub fn new() -> Self {
         let mut env = Environment::new();
+        env.add_filter("url_attr", url_attr);
         // Auto-escaping follows the template name: .html escapes, .txt does not.
         for (name, src) in [
             (
@@ -178,11 +198,21 @@ mod tests {
         assert!(m.html.contains("Trail &lt;Runner&gt;"), "{}", m.html);
         assert!(!m.html.contains("<Runner>"));
         assert!(m.html.contains("Acme &amp; Sons"));
+        // URLs in attributes keep their slashes; only attribute-breaking characters
+        // are escaped.
+        assert!(
+            m.html.contains("src=\"https://cdn.example/shoe.jpg\""),
+            "{}",
+            m.html
+        );
         assert!(
             m.html
-                .contains("src=\"https:&#x2f;&#x2f;cdn.example&#x2f;shoe.jpg\"")
-                || m.html.contains("src=\"https://cdn.example/shoe.jpg\"")
+                .contains("href=\"https://r.example/t/c/1.x?a=1&amp;b=2\""),
+            "{}",
+            m.html
         );
+        assert!(m.html.contains("href=\"https://r.example/t/u/1.y\""));
+        assert!(!m.html.contains(":&#x2f;&#x2f;"), "{}", m.html);
         assert!(m.html.contains("EUR 119.00"));
         assert!(m.html.contains("Available until 1 January 2026"));
     }

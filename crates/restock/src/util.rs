@@ -52,3 +52,62 @@ pub fn format_ms(ms: i64) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
 }
+
+/// Formats an error with its whole cause chain on one line.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Text fit for a log line: every email address in it masked to its first character
+/// and its domain (`a***@example.com`), so shoppers' addresses stay out of logs.
+pub fn redact_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match word.rfind('@') {
+            Some(at) if at > 0 => {
+                // Keep any leading punctuation such as '<' or '"'.
+                let start = word
+                    .char_indices()
+                    .find(|(_, c)| c.is_alphanumeric())
+                    .map_or(0, |(i, _)| i);
+                if start >= at {
+                    out.push_str(word);
+                    continue;
+                }
+                out.push_str(&word[..start]);
+                out.extend(word[start..].chars().next());
+                out.push_str("***");
+                out.push_str(&word[at..]);
+            }
+            _ => out.push_str(word),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_masked() {
+        assert_eq!(
+            redact_addresses("550 5.1.1 <ann.smith@example.com>: Recipient address rejected"),
+            "550 5.1.1 <a***@example.com>: Recipient address rejected"
+        );
+        assert_eq!(redact_addresses("no address here"), "no address here");
+    }
+}

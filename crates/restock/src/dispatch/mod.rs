@@ -22,6 +22,8 @@ use crate::render::Links;
 use crate::storage::demand::parse_opt_outs;
 use crate::storage::outbox::Claimed;
 
+pub mod record;
+
 /// What happened to one claimed notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -181,6 +183,7 @@ async fn housekeeping(app: &App, now: i64) {
     if let Err(e) = app.db.expire_subscriptions(now, 1000).await {
         tracing::warn!(error = %e, "expiring sign-ups");
     }
+    crate::dispatch::record::purge_if_due(app, now).await;
 }
 
 /// Processes one claimed notification end to end. Never panics on data: any
@@ -330,7 +333,12 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
         subject: rendered.subject,
         html: rendered.html,
         text: rendered.text,
-        message_id: format!("<restock.{}@{host}>", n.id),
+        // Unique across stores and installations, and stable for one notification
+        // so a resend after a crash is recognisably the same message.
+        message_id: format!(
+            "<restock.{}.{}.{}@{host}>",
+            n.id, n.store_id, app.installation_id
+        ),
         list_unsubscribe: unsubscribe,
     };
     let result = app.email.send(&msg).await;
@@ -345,27 +353,36 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
                 .restock_to_send
                 .with_label_values(&[app.email.name()])
                 .observe(latency);
-            Ok(if db.record_sent(n, now, reminder_at).await? {
-                Outcome::Sent
-            } else {
-                Outcome::Lost
-            })
+            // The relay has the message: record it even if the database is away now.
+            Ok(
+                if record::durably(n.id, || db.record_sent(n, now, reminder_at)).await? {
+                    Outcome::Sent
+                } else {
+                    Outcome::Lost
+                },
+            )
         }
         Err(failure) => {
             let jitter: f64 = rand::rng().random();
-            tracing::info!(reason = failure.reason(), "send failed");
+            tracing::info!(
+                reason = %crate::util::redact_addresses(failure.reason()),
+                "send failed"
+            );
             match retry.decide(attempts, &failure, now, jitter) {
-                Decision::RetryAt(at) => {
-                    Ok(if db.record_retry(n, at, failure.reason(), now).await? {
+                Decision::RetryAt(at) => Ok(
+                    if record::durably(n.id, || db.record_retry(n, at, failure.reason(), now))
+                        .await?
+                    {
                         Outcome::Retry
                     } else {
                         Outcome::Lost
-                    })
-                }
+                    },
+                ),
                 Decision::Failed => Ok(
-                    if db
-                        .record_failed_and_suppress(n, failure.reason(), now)
-                        .await?
+                    if record::durably(n.id, || {
+                        db.record_failed_and_suppress(n, failure.reason(), now)
+                    })
+                    .await?
                     {
                         Outcome::Failed
                     } else {

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::auth::Merchant;
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::app::App;
+use crate::error_code::ErrorCode;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,10 +39,10 @@ pub async fn put_market(
     ApiJson(body): ApiJson<MarketBody>,
 ) -> ApiResult<Json<MarketView>> {
     let market = Market::parse(&market)
-        .map_err(|e| ApiError::unprocessable("invalid_market", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidMarket, e.to_string()))?;
     if body.locations.len() > 1_000 {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
             "at most 1000 locations",
         ));
     }
@@ -49,8 +50,8 @@ pub async fn put_market(
     for l in body.locations {
         let l = l.trim().to_string();
         if l.is_empty() || l.len() > 128 || l.chars().any(char::is_control) {
-            return Err(ApiError::unprocessable(
-                "invalid_location",
+            return Err(ApiError::new(
+                ErrorCode::InvalidLocation,
                 "a location is 1 to 128 printable characters",
             ));
         }

@@ -6,11 +6,15 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod int;
+pub mod layers;
 pub mod markets;
 pub mod notifications;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod rejections;
+pub mod server;
 pub mod shoppers;
 pub mod stock;
 pub mod store;
@@ -20,20 +24,21 @@ pub mod tracking;
 pub mod webhooks;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
+use openapi::Contract;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Restock", description = "Back-in-stock notifications: catalog, stock, storefront sign-ups, outbox, tracking."),
     modifiers(&Security),
+    components(schemas(crate::intake::api::StockItem)),
     tags(
         (name = "catalog", description = "Products, variants, categories and their thresholds"),
         (name = "stock", description = "Stock updates and restock events"),
@@ -77,9 +82,30 @@ impl Modify for Security {
     }
 }
 
+/// Body limits per route group: what the largest legitimate request needs.
+pub mod limits {
+    /// `POST /v1/stock`: 10,000 items of a few hundred bytes.
+    pub const STOCK_BATCH: usize = 4 * 1024 * 1024;
+    /// Signed webhooks (a Shopify inventory level is a few hundred bytes).
+    pub const WEBHOOK: usize = 256 * 1024;
+    /// Public storefront sign-ups.
+    pub const STOREFRONT: usize = 8 * 1024;
+    /// Everything else (catalog, settings, forms).
+    pub const DEFAULT: usize = 256 * 1024;
+}
+
 /// The documented routes, and the OpenAPI document describing them.
 pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let stock = OpenApiRouter::new()
+        .routes(routes!(stock::post_stock))
+        .layer(DefaultBodyLimit::max(limits::STOCK_BATCH));
+    let webhooks = OpenApiRouter::new()
+        .routes(routes!(webhooks::shopify_inventory))
+        .layer(DefaultBodyLimit::max(limits::WEBHOOK));
+    let storefront = OpenApiRouter::new()
+        .routes(routes!(storefront::subscribe, storefront::preflight))
+        .layer(DefaultBodyLimit::max(limits::STOREFRONT));
+    let rest = OpenApiRouter::new()
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -92,12 +118,9 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(catalog::put_product, catalog::get_product))
         .routes(routes!(catalog::list_products))
         .routes(routes!(catalog::get_variant))
-        .routes(routes!(stock::post_stock))
         .routes(routes!(stock::list_restocks))
         .routes(routes!(stock::get_restock))
         .routes(routes!(orders::post_order))
-        .routes(routes!(webhooks::shopify_inventory))
-        .routes(routes!(storefront::subscribe, storefront::preflight))
         .routes(routes!(
             subscriptions::list_subscriptions,
             subscriptions::create_subscription
@@ -120,19 +143,35 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(tracking::click))
         .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
         .routes(routes!(tracking::cancel_page, tracking::cancel))
-        .split_for_parts()
+        .layer(DefaultBodyLimit::max(limits::DEFAULT));
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(stock)
+        .merge(webhooks)
+        .merge(storefront)
+        .merge(rest)
+        .split_for_parts();
+    // After the routes are in: the contract completes every operation.
+    Contract.modify(&mut doc);
+    (router, doc)
+}
+
+/// The OpenAPI document as served at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api().1
 }
 
 pub fn router(app: App) -> Router {
     let (routes, doc) = api();
     let doc = std::sync::Arc::new(doc);
-    routes
-        .route("/openapi.json", get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), store = tracing::field::Empty)
-        }))
-        .with_state(app)
+    let routes = routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(layers::not_found)
+        .method_not_allowed_fallback(layers::method_not_allowed);
+    layers::apply(routes, &app.config.http).with_state(app)
 }

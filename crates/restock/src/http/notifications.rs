@@ -3,24 +3,29 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use restock_core::ids::NotificationId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, ErrorCode};
 use crate::app::App;
 use crate::storage::outbox::{NotificationRow, Replay};
 
 const STATES: [&str; 6] = ["pending", "running", "done", "failed", "dead", "skipped"];
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
     /// pending, running, done, failed, dead or skipped.
+    #[param(pattern = "^(pending|running|done|failed|dead|skipped)$")]
     pub state: Option<String>,
+    /// Return items after this cursor (the `next` of the previous page).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
+    /// At most this many items (1-500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -36,20 +41,25 @@ pub struct NotificationPage {
 pub async fn list_notifications(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Query(q): Query<NotificationQuery>,
+    ApiQuery(q): ApiQuery<NotificationQuery>,
 ) -> ApiResult<Json<NotificationPage>> {
     if let Some(s) = q.state.as_deref()
         && !STATES.contains(&s)
     {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
             format!("state must be one of {}", STATES.join(", ")),
         ));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let limit = super::catalog::check_limit(q.limit)?;
     let items = app
         .db
-        .notifications(store, q.state.as_deref(), q.after.unwrap_or(0), limit)
+        .notifications(
+            store,
+            q.state.as_deref(),
+            super::catalog::check_after(q.after)?,
+            limit,
+        )
         .await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.id))
@@ -85,7 +95,7 @@ pub struct ReplayResult {
 pub async fn replay_notification(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ReplayResult>> {
     match app
         .db
@@ -101,8 +111,7 @@ pub async fn replay_notification(
             }))
         }
         Some(Replay::NotReplayable(state)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_replayable",
+            ErrorCode::NotReplayable,
             format!("only dead or failed notifications can be replayed; this one is {state}"),
         )),
     }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use super::error::ErrorBody;
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use crate::app::App;
 
 /// Liveness: the process is serving.
@@ -13,21 +13,23 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the database answers.
+/// How long readiness waits for the database before answering not ready.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// Readiness: the database answers a query within 0.8 s.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "ready"),
-    (status = 503, description = "database unreachable", body = ErrorBody)))]
+    (status = 200, description = "ready", content_type = "text/plain"),
+    (status = 503, description = "not_ready: the database does not answer", body = ErrorBody)))]
 pub async fn readyz(State(app): State<App>) -> impl IntoResponse {
-    match app.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            tracing::warn!(error = ?e, "readiness check failed");
-            super::error::ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "database unreachable",
-            )
-            .into_response()
+    match tokio::time::timeout(READY_TIMEOUT, app.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::util::ErrorChain(&e), "readiness check failed");
+            ApiError::new(ErrorCode::NotReady, "database unreachable").into_response()
+        }
+        Err(_) => {
+            tracing::warn!("readiness check: the database did not answer in time");
+            ApiError::new(ErrorCode::NotReady, "database did not answer in time").into_response()
         }
     }
 }

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::auth::Merchant;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::app::App;
+use crate::error_code::ErrorCode;
 use crate::intake::orders::{self, OrderBody};
 use crate::storage::orders::OrderOutcome;
 use crate::storage::rejections::NewRejection;
@@ -70,7 +71,7 @@ pub async fn post_order(
     Merchant(store): Merchant,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<OrderResult>)> {
-    let reject = |code: &'static str, reason: String| {
+    let reject = |code: ErrorCode, reason: String| {
         let app = app.clone();
         let payload = String::from_utf8_lossy(&body).into_owned();
         async move {
@@ -80,7 +81,7 @@ pub async fn post_order(
                     &NewRejection {
                         store: Some(store),
                         source: "orders".into(),
-                        reason_code: code.into(),
+                        reason_code: code.as_str().into(),
                         reason: reason.clone(),
                         payload,
                     },
@@ -89,9 +90,9 @@ pub async fn post_order(
                 .await?;
             app.metrics
                 .intake_rejects
-                .with_label_values(&["orders", code])
+                .with_label_values(&["orders", code.as_str()])
                 .inc();
-            Ok::<_, ApiError>(ApiError::unprocessable(
+            Ok::<_, ApiError>(ApiError::new(
                 code,
                 format!("{reason} (kept as rejection {})", id.0),
             ))
@@ -99,7 +100,9 @@ pub async fn post_order(
     };
     let parsed: OrderBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return Err(reject("invalid_payload", format!("not an order: {e}")).await?),
+        Err(e) => {
+            return Err(reject(ErrorCode::InvalidPayload, format!("not an order: {e}")).await?);
+        }
     };
     let order = match parsed.parse(app.now()) {
         Ok(o) => o,

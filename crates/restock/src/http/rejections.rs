@@ -1,27 +1,56 @@
 //! Rejected input: what intake refused, with why, and replay once fixed.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use restock_core::ids::RejectionId;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, ErrorCode};
 use crate::app::App;
 use crate::intake;
 use crate::intake::api::parse_batch;
 use crate::storage::rejections::RejectionRow;
 
-/// Recent rejected input, newest first.
-#[utoipa::path(get, path = "/v1/rejections", tag = "intake", security(("api_key" = [])),
-    responses((status = 200, body = Vec<RejectionRow>), (status = 401, body = ErrorBody)))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RejectionQuery {
+    /// Return rejections older than this cursor (the `next` of the previous page).
+    #[param(minimum = 1)]
+    pub before: Option<i64>,
+    /// At most this many items (1-500, default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectionPage {
+    pub items: Vec<RejectionRow>,
+    /// Cursor for the next (older) page, absent on the last.
+    pub next: Option<i64>,
+}
+
+/// Rejected input, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/rejections", tag = "intake", security(("api_key" = [])), params(RejectionQuery),
+    responses((status = 200, body = RejectionPage), (status = 401, body = ErrorBody)))]
 pub async fn list_rejections(
     State(app): State<App>,
     Merchant(store): Merchant,
-) -> ApiResult<Json<Vec<RejectionRow>>> {
-    Ok(Json(app.db.rejections(store, 200).await?))
+    ApiQuery(q): ApiQuery<RejectionQuery>,
+) -> ApiResult<Json<RejectionPage>> {
+    let limit = super::catalog::check_limit(q.limit)?;
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "before must be at least 1",
+        ));
+    }
+    let items = app.db.rejections(store, q.before, limit).await?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(RejectionPage { items, next }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -34,17 +63,26 @@ pub struct ReplayOutcome {
 /// Run a rejected payload through intake again (after fixing the catalog, say).
 #[utoipa::path(post, path = "/v1/rejections/{id}/replay", tag = "intake", security(("api_key" = [])),
     params(("id" = i64, Path)),
-    responses((status = 200, body = ReplayOutcome), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ReplayOutcome), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "not_replayable")))]
 pub async fn replay_rejection(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ReplayOutcome>> {
     let row = app
         .db
         .rejection(store, RejectionId(id))
         .await?
         .ok_or_else(|| ApiError::not_found("rejection"))?;
+    if row.reason_code == ErrorCode::UnsupportedTopic.as_str() {
+        // Kept so the merchant can see what arrived; a payload of another topic is
+        // never applied as an inventory level, however often it is replayed.
+        return Err(ApiError::new(
+            ErrorCode::NotReplayable,
+            "this payload came for a topic Restock does not handle; it is kept for inspection only",
+        ));
+    }
     let outcome = match row.source.as_str() {
         "api" => {
             let item: serde_json::Value = serde_json::from_str(&row.payload).map_err(|e| {
@@ -107,14 +145,14 @@ pub async fn replay_rejection(
                             "applied"
                         }
                         .into(),
-                        detail: r.result,
+                        detail: r.result.clone(),
                     }
                 }
             }
         },
         "orders" => {
             let parsed = serde_json::from_str::<crate::intake::orders::OrderBody>(&row.payload)
-                .map_err(|e| ("invalid_payload", e.to_string()))
+                .map_err(|e| (ErrorCode::InvalidPayload, e.to_string()))
                 .and_then(|b| b.parse(app.now()));
             match parsed {
                 Err((_, reason)) => ReplayOutcome {
@@ -145,8 +183,7 @@ pub async fn replay_rejection(
         },
         other => {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "not_replayable",
+                ErrorCode::NotReplayable,
                 format!("no replay for source {other:?}"),
             ));
         }

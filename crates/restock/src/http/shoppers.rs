@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Merchant;
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::app::App;
+use crate::error_code::ErrorCode;
 use crate::storage::demand::{
     ConsentInput, ConsentRow, ContactRow, PreferenceChange, ShopperMessageRow, ShopperRow,
     ShopperUpdate, SubscriptionRow,
@@ -89,7 +90,7 @@ pub async fn find_shopper(
     Query(q): Query<ShopperLookup>,
 ) -> ApiResult<Json<ShopperView>> {
     let email = Email::parse(&q.email)
-        .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
     let s = app
         .db
         .shopper_by_email(store, &email)
@@ -154,7 +155,7 @@ pub async fn update_shopper(
     Path(id): Path<i64>,
     ApiJson(req): ApiJson<UpdateShopper>,
 ) -> ApiResult<Json<ShopperView>> {
-    let bad = |code: &'static str, e: String| ApiError::unprocessable(code, e);
+    let bad = |code: ErrorCode, e: String| ApiError::new(code, e);
     let update = ShopperUpdate {
         tier: req
             .tier
@@ -163,7 +164,7 @@ pub async fn update_shopper(
                     .transpose()
             })
             .transpose()
-            .map_err(|e| bad("invalid_value", e.to_string()))?,
+            .map_err(|e| bad(ErrorCode::InvalidValue, e.to_string()))?,
         time_zone: req
             .time_zone
             .map(|t| {
@@ -171,11 +172,11 @@ pub async fn update_shopper(
                     .transpose()
             })
             .transpose()
-            .map_err(|e| bad("invalid_time_zone", e.to_string()))?,
+            .map_err(|e| bad(ErrorCode::InvalidTimeZone, e.to_string()))?,
         customer_id: match req.customer_id {
             Some(Some(c)) if c.trim().is_empty() || c.len() > 128 || c.contains('\0') => {
                 return Err(bad(
-                    "invalid_value",
+                    ErrorCode::InvalidValue,
                     "customer_id must be 1 to 128 characters".into(),
                 ));
             }
@@ -185,7 +186,7 @@ pub async fn update_shopper(
             .preferred_channel
             .map(|c| c.map(|c| Channel::parse(&c)).transpose())
             .transpose()
-            .map_err(|e| bad("invalid_value", e.to_string()))?,
+            .map_err(|e| bad(ErrorCode::InvalidValue, e.to_string()))?,
     };
     let s = app
         .db
@@ -193,11 +194,7 @@ pub async fn update_shopper(
         .await
         .map_err(|e| {
             if e.unique_violation() {
-                ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "conflict",
-                    "another shopper has this customer_id",
-                )
+                ApiError::new(ErrorCode::Conflict, "another shopper has this customer_id")
             } else {
                 e.into()
             }
@@ -241,8 +238,8 @@ pub async fn put_preferences(
     };
     for (cat, v) in req.categories {
         if cat.trim().is_empty() || cat.len() > 128 || cat.chars().any(char::is_control) {
-            return Err(ApiError::unprocessable(
-                "invalid_value",
+            return Err(ApiError::new(
+                ErrorCode::InvalidValue,
                 "a category handle is 1 to 128 printable characters",
             ));
         }
@@ -250,7 +247,7 @@ pub async fn put_preferences(
     }
     for (ch, v) in req.channels {
         let ch = Channel::parse(&ch)
-            .map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?;
         change.channels.push((ch, v));
     }
     let consent = ConsentInput {
@@ -302,13 +299,13 @@ pub async fn post_consent(
     ApiJson(req): ApiJson<ConsentBody>,
 ) -> ApiResult<(axum::http::StatusCode, Json<ConsentList>)> {
     let channel = Channel::parse(&req.channel)
-        .map_err(|e| ApiError::unprocessable("invalid_value", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?;
     if !matches!(
         req.source.as_str(),
         "widget" | "api" | "chat_agent" | "import" | "link" | "pos"
     ) {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
             "source must be widget, api, chat_agent, import, link or pos",
         ));
     }

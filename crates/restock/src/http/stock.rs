@@ -2,23 +2,25 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, ErrorCode, ItemsJson};
 use crate::app::App;
 use crate::intake;
-use crate::intake::api::{StockItem, parse_batch};
+use crate::intake::api::parse_batch;
 
 pub const MAX_BATCH: usize = 10_000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockBatch {
-    /// Stock items; each is validated on its own, so one bad item does not fail the rest.
-    #[schema(value_type = Vec<StockItem>)]
+    /// Up to 10,000 stock items, each shaped like `StockItem`. Each is validated on
+    /// its own: an item that is not a valid `StockItem` (wrong shape, unknown SKU,
+    /// a quantity out of range, a location with control characters) is answered in
+    /// `rejected` with its code and kept for replay, and the others are applied.
+    #[schema(value_type = Vec<Value>, max_items = 10000)]
     pub items: Vec<serde_json::Value>,
 }
 
@@ -57,12 +59,11 @@ pub struct StockBatchResult {
 pub async fn post_stock(
     State(app): State<App>,
     Merchant(store): Merchant,
-    ApiJson(batch): ApiJson<StockBatch>,
+    ItemsJson(batch): ItemsJson<StockBatch>,
 ) -> ApiResult<Json<StockBatchResult>> {
     if batch.items.len() > MAX_BATCH {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!("at most {MAX_BATCH} items per batch; split it"),
         ));
     }

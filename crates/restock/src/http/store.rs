@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody, ErrorCode};
 use crate::app::App;
 use crate::storage::stores::{StoreRow, StoreSettingsUpdate};
 use restock_core::policy::StorePolicy;
@@ -23,6 +23,8 @@ pub struct StoreBody {
     /// Alerts go out only when the available quantity exceeds this.
     pub notify_threshold: i64,
     pub shopify_connected: bool,
+    /// Days finished notifications and their tracking events are kept.
+    pub retention_days: i64,
 }
 
 impl From<StoreRow> for StoreBody {
@@ -36,6 +38,7 @@ impl From<StoreRow> for StoreBody {
             min_stock: s.min_stock,
             notify_threshold: s.notify_threshold,
             shopify_connected: s.shopify_secret.is_some(),
+            retention_days: s.retention_days,
         }
     }
 }
@@ -43,12 +46,27 @@ impl From<StoreRow> for StoreBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStore {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub min_stock: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "super::int::opt")]
     pub notify_threshold: Option<i64>,
+    #[schema(max_items = 50, value_type = Option<Vec<super::admin::OriginText>>)]
     pub allowed_origins: Option<Vec<String>>,
     /// Shopify webhook secret; an empty string disconnects Shopify.
+    #[schema(max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub shopify_secret: Option<String>,
+    /// Days finished notifications and tracking events are kept (1-3650).
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "super::int::opt")]
+    pub retention_days: Option<i64>,
 }
 
 /// The store's settings.
@@ -74,11 +92,25 @@ pub async fn update_store(
     Merchant(store): Merchant,
     ApiJson(req): ApiJson<UpdateStore>,
 ) -> ApiResult<Json<StoreBody>> {
-    if req.min_stock.is_some_and(|v| v < 0) || req.notify_threshold.is_some_and(|v| v < 0) {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
-            "thresholds must not be negative",
+    let max = crate::intake::MAX_QUANTITY;
+    if [req.min_stock, req.notify_threshold]
+        .iter()
+        .flatten()
+        .any(|v| !(0..=max).contains(v))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            format!("thresholds must be 0 to {max}"),
         ));
+    }
+    if req.retention_days.is_some_and(|d| !(1..=3650).contains(&d)) {
+        return Err(ApiError::invalid("retention_days must be 1 to 3650"));
+    }
+    if let Some(name) = &req.name {
+        super::admin::check_name(name)?;
+    }
+    if let Some(secret) = &req.shopify_secret {
+        super::admin::check_secret(secret)?;
     }
     let origins = req
         .allowed_origins
@@ -86,13 +118,16 @@ pub async fn update_store(
         .map(super::admin::parse_origins)
         .transpose()?;
     let update = StoreSettingsUpdate {
-        name: req.name.filter(|n| !n.trim().is_empty()),
+        name: req.name.map(|n| n.trim().to_string()),
         min_stock: req.min_stock,
         notify_threshold: req.notify_threshold,
         allowed_origins: origins,
-        shopify_secret: req
-            .shopify_secret
-            .map(|s| Some(s).filter(|s| !s.is_empty())),
+        shopify_secret: req.shopify_secret.map(|s| {
+            Some(s)
+                .filter(|s| !s.is_empty())
+                .map(|s| app.secrets.seal("shopify_secret", &s))
+        }),
+        retention_days: req.retention_days,
     };
     Ok(Json(
         app.db.update_store_settings(store, &update).await?.into(),
@@ -130,7 +165,7 @@ pub async fn put_policy(
 ) -> ApiResult<Json<StorePolicy>> {
     policy
         .validate()
-        .map_err(|e| ApiError::unprocessable("invalid_policy", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
     Ok(Json(
         app.db.set_store_policy(store, &policy).await?.policy(),
     ))

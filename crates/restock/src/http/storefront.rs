@@ -4,7 +4,7 @@
 //! pages); browsers may call it only from the merchant's configured origins (CORS).
 //! Requests without an `Origin` header (server to server) are allowed.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use restock_core::ids::{ProductId, SubscriptionId, VariantId};
@@ -13,18 +13,33 @@ use restock_core::values::{Email, Market, TimeZone};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorCode};
 use crate::app::App;
-use crate::storage::demand::{ConsentInput, SignUp, SubscribeOutcome, Target};
+use crate::storage::demand::{ConsentInput, SignUp as NewSignUp, SubscribeOutcome, Target};
 use crate::storage::stores::StoreRow;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
+    /// The shopper's address (a plain address: no display name, no quoted local part).
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30})?@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?)*\\.[A-Za-z]{2,12}$"
+    )]
     pub email: String,
     /// Subscribe to this variant...
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
+    )]
     pub sku: Option<String>,
     /// ...or to any variant of this product (the merchant's product id).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub product: Option<String>,
     /// Only stock in this market counts (a market the store defined); any location if absent.
     pub market: Option<String>,
@@ -32,6 +47,54 @@ pub struct SubscribeRequest {
     pub consent_text: Option<String>,
     /// The shopper's IANA time zone (the browser's), for quiet hours.
     pub time_zone: Option<String>,
+}
+
+/// The documented shape of a sign-up: exactly one of `sku` or `product`.
+/// (`SubscribeRequest` parses both so it can say which rule was broken.)
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum SignUp {
+    Variant(VariantSignUp),
+    Product(ProductSignUp),
+}
+
+/// A sign-up for one variant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct VariantSignUp {
+    /// The shopper's address (a plain address: no display name, no quoted local part).
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30})?@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?)*\\.[A-Za-z]{2,12}$"
+    )]
+    email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
+    )]
+    sku: String,
+}
+
+/// A sign-up for any variant of a product (the merchant's product id).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ProductSignUp {
+    /// The shopper's address (a plain address: no display name, no quoted local part).
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30})?@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?)*\\.[A-Za-z]{2,12}$"
+    )]
+    email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
+    product: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,8 +120,7 @@ fn cors(
         .is_some_and(|o| store.origins().iter().any(|a| a == o));
     if !allowed {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             "this origin may not call the store's storefront API",
         ));
     }
@@ -79,22 +141,20 @@ fn client_ip(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn store_for(app: &App, key: &str) -> Result<StoreRow, ApiError> {
-    app.db.store_by_publishable_key(key).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_store",
-            "unknown publishable key",
-        )
-    })
+    app.db
+        .store_by_publishable_key(key)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownStore, "unknown publishable key"))
 }
 
 /// CORS preflight for the subscribe endpoint.
 #[utoipa::path(options, path = "/storefront/v1/{publishable_key}/subscriptions", tag = "storefront",
-    params(("publishable_key" = String, Path)),
-    responses((status = 204, description = "origin allowed"), (status = 403, body = ErrorBody)))]
+    params(("publishable_key" = String, Path, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses((status = 204, description = "origin allowed"), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "unknown_store")))]
 pub async fn preflight(
     State(app): State<App>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
     let store = match store_for(&app, &key).await {
@@ -125,15 +185,15 @@ pub async fn preflight(
 
 /// Sign a shopper up for a back-in-stock alert. A repeated sign-up is merged.
 #[utoipa::path(post, path = "/storefront/v1/{publishable_key}/subscriptions", tag = "storefront",
-    params(("publishable_key" = String, Path)),
-    request_body = SubscribeRequest,
+    params(("publishable_key" = String, Path, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = SignUp,
     responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse, description = "merged"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "in_stock, or confirmation_required for an address that opted out of everything"),
         (status = 422, body = ErrorBody)))]
 pub async fn subscribe(
     State(app): State<App>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     headers: HeaderMap,
     body: Result<ApiJson<SubscribeRequest>, ApiError>,
 ) -> Response {
@@ -175,19 +235,19 @@ async fn subscribe_inner(
     consent: ConsentInput,
 ) -> Result<(StatusCode, SubscribeResponse), ApiError> {
     let email = Email::parse(&req.email)
-        .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
     let market = req
         .market
         .as_deref()
         .map(Market::parse)
         .transpose()
-        .map_err(|e| ApiError::unprocessable("invalid_market", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidMarket, e.to_string()))?;
     let time_zone = req
         .time_zone
         .as_deref()
         .map(TimeZone::parse)
         .transpose()
-        .map_err(|e| ApiError::unprocessable("invalid_time_zone", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTimeZone, e.to_string()))?;
     let target = resolve_target(
         app,
         store,
@@ -196,7 +256,7 @@ async fn subscribe_inner(
         market.as_ref(),
     )
     .await?;
-    let signup = SignUp {
+    let signup = NewSignUp {
         email,
         target,
         market,
@@ -232,8 +292,8 @@ pub async fn resolve_target(
             .iter()
             .any(|(name, _)| name == m.as_str())
     {
-        return Err(ApiError::unprocessable(
-            "unknown_market",
+        return Err(ApiError::new(
+            ErrorCode::UnknownMarket,
             format!("the store has no market {:?}", m.as_str()),
         ));
     }
@@ -245,12 +305,14 @@ pub async fn resolve_target(
                 .variant_by_sku(store.store_id(), sku)
                 .await?
                 .ok_or_else(|| {
-                    ApiError::unprocessable("unknown_sku", format!("no variant with SKU {sku:?}"))
+                    ApiError::new(
+                        ErrorCode::UnknownSku,
+                        format!("no variant with SKU {sku:?}"),
+                    )
                 })?;
             if app.db.in_stock_in(VariantId(v.id), market).await? {
                 return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "in_stock",
+                    ErrorCode::InStock,
                     "this variant is in stock: it can be bought now",
                 ));
             }
@@ -265,13 +327,12 @@ pub async fn resolve_target(
                 .product(store.store_id(), product)
                 .await?
                 .ok_or_else(|| {
-                    ApiError::unprocessable("unknown_product", format!("no product {product:?}"))
+                    ApiError::new(ErrorCode::UnknownProduct, format!("no product {product:?}"))
                 })?;
             for v in &p.variants {
                 if app.db.in_stock_in(VariantId(v.id), market).await? {
                     return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "in_stock",
+                        ErrorCode::InStock,
                         "a variant of this product is in stock: it can be bought now",
                     ));
                 }
@@ -279,8 +340,7 @@ pub async fn resolve_target(
             Ok(Target::Product(ProductId(p.product.id)))
         }
         _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "give exactly one of sku or product",
         )),
     }
@@ -299,13 +359,12 @@ pub fn signup_answer(
     match outcome {
         SubscribeOutcome::Created(id, _) => Ok((StatusCode::CREATED, body("created", id))),
         SubscribeOutcome::Merged(id, _) => Ok((StatusCode::OK, body("merged", id))),
-        SubscribeOutcome::Suppressed => Err(ApiError::unprocessable(
-            "address_suppressed",
+        SubscribeOutcome::Suppressed => Err(ApiError::new(
+            ErrorCode::AddressSuppressed,
             "mail to this address bounced before; ask the store to re-enable it",
         )),
         SubscribeOutcome::ConfirmationRequired => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "confirmation_required",
+            ErrorCode::ConfirmationRequired,
             "this address opted out of all alerts from the store; signing up again needs the shopper's confirmation",
         )),
     }

@@ -14,6 +14,7 @@ use super::auth::Merchant;
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::storefront::{SubscribeResponse, resolve_target, signup_answer};
 use crate::app::App;
+use crate::error_code::ErrorCode;
 use crate::storage::demand::{ConsentInput, SignUp, SubscriptionRow};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,8 +46,8 @@ pub async fn list_subscriptions(
     if let Some(s) = &q.status
         && SubscriptionStatus::parse(s).is_none()
     {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
             "status must be waiting, notified, unsubscribed, cancelled, purchased or expired",
         ));
     }
@@ -104,23 +105,23 @@ pub async fn create_subscription(
         .await?
         .ok_or_else(|| ApiError::not_found("store"))?;
     let email = Email::parse(&req.email)
-        .map_err(|e| ApiError::unprocessable("invalid_email", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
     let market = req
         .market
         .as_deref()
         .map(Market::parse)
         .transpose()
-        .map_err(|e| ApiError::unprocessable("invalid_market", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidMarket, e.to_string()))?;
     let time_zone = req
         .time_zone
         .as_deref()
         .map(TimeZone::parse)
         .transpose()
-        .map_err(|e| ApiError::unprocessable("invalid_time_zone", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTimeZone, e.to_string()))?;
     let source = req.source.unwrap_or_else(|| "api".into());
     if !matches!(source.as_str(), "api" | "chat_agent" | "import" | "pos") {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
             "source must be api, chat_agent, import or pos",
         ));
     }

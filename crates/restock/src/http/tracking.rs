@@ -2,23 +2,19 @@
 //! RFC 8058 one-click POST). No login: the signed token is the authority.
 
 use axum::Form;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::State;
+use axum::http::{Method, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::context;
 use restock_core::ids::NotificationId;
 use restock_core::token::Purpose;
 use serde::Deserialize;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ApiPath, ErrorBody, ErrorCode};
 use crate::app::App;
 
 fn bad_token() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "invalid_token",
-        "this link is not valid",
-    )
+    ApiError::new(ErrorCode::InvalidToken, "this link is not valid")
 }
 
 fn page(app: &App, name: &str, ctx: minijinja::Value) -> Response {
@@ -28,12 +24,14 @@ fn page(app: &App, name: &str, ctx: minijinja::Value) -> Response {
     }
 }
 
-/// Click-through: records the click, then redirects to the variant's page.
-#[utoipa::path(get, path = "/t/c/{token}", tag = "tracking", params(("token" = String, Path)),
+/// Click-through: records the click, then redirects to the variant's page. A HEAD
+/// request (link scanners, previews) gets the same redirect but is not counted.
+#[utoipa::path(get, path = "/t/c/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     responses((status = 303, description = "to the variant's page"), (status = 404, body = ErrorBody)))]
 pub async fn click(
     State(app): State<App>,
-    Path(token): Path<String>,
+    method: Method,
+    ApiPath(token): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = app
         .signer
@@ -41,9 +39,11 @@ pub async fn click(
         .ok_or_else(bad_token)?;
     let n = NotificationId(id);
     let target = app.db.link_target(n).await?.ok_or_else(bad_token)?;
-    app.db
-        .record_tracking_event(target.store_id, n, "click", app.now())
-        .await?;
+    if method != Method::HEAD {
+        app.db
+            .record_tracking_event(target.store_id, n, "click", app.now())
+            .await?;
+    }
     let mut url = url::Url::parse(&target.url)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("stored URL: {e}")))?;
     url.query_pairs_mut()
@@ -55,11 +55,11 @@ pub async fn click(
 
 /// The unsubscribe page: asks whether to end this alert or all of the store's.
 /// A GET never unsubscribes (mail scanners follow links).
-#[utoipa::path(get, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path)),
+#[utoipa::path(get, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 404, body = ErrorBody)))]
 pub async fn unsubscribe_page(
     State(app): State<App>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = app
         .signer
@@ -93,13 +93,13 @@ pub struct UnsubscribeForm {
 
 /// Unsubscribe: the RFC 8058 one-click POST (`List-Unsubscribe=One-Click`) ends this
 /// alert; the page's form can end all of the shopper's alerts at the store.
-#[utoipa::path(post, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path)),
+#[utoipa::path(post, path = "/t/u/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     request_body(content = String, content_type = "application/x-www-form-urlencoded",
         description = "List-Unsubscribe=One-Click, or scope=this|all"),
     responses((status = 200, description = "HTML confirmation", content_type = "text/html"), (status = 404, body = ErrorBody)))]
 pub async fn unsubscribe(
     State(app): State<App>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
     form: Result<Form<UnsubscribeForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
     let id = app
@@ -139,7 +139,7 @@ pub async fn unsubscribe(
     responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 404, body = ErrorBody)))]
 pub async fn cancel_page(
     State(app): State<App>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = app
         .signer
@@ -170,7 +170,7 @@ pub async fn cancel_page(
     responses((status = 200, description = "HTML confirmation", content_type = "text/html"), (status = 404, body = ErrorBody)))]
 pub async fn cancel(
     State(app): State<App>,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = app
         .signer

@@ -4,24 +4,31 @@ use chrono::DateTime;
 use restock_core::ids::StoreId;
 use restock_core::stock::{StockUpdate, Version};
 use restock_core::values::Sku;
+
+use super::MAX_QUANTITY;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error_code::ErrorCode;
 use crate::storage::rejections::NewRejection;
 
 /// One stock observation as the merchant sends it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockItem {
+    #[schema(min_length = 1, max_length = 128)]
     pub sku: String,
     /// Location (warehouse, store) the quantity is for; "default" if omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub location: Option<String>,
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub available: i64,
     /// Units of `available` reserved or committed to orders: not for sale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub incoming: Option<i64>,
     /// RFC 3339 time the incoming quantity is expected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,42 +61,62 @@ impl StockItem {
     }
 
     /// The canonical update, or why this item is not one.
-    pub fn parse(&self, received_at_ms: i64) -> Result<StockUpdate, (&'static str, String)> {
-        let sku = Sku::parse(&self.sku).map_err(|e| ("invalid_sku", e.to_string()))?;
+    pub fn parse(&self, received_at_ms: i64) -> Result<StockUpdate, (ErrorCode, String)> {
+        let sku = Sku::parse(&self.sku).map_err(|e| (ErrorCode::InvalidSku, e.to_string()))?;
         let location = self
             .location
             .as_deref()
             .unwrap_or("default")
             .trim()
             .to_string();
-        if location.is_empty() || location.len() > 128 {
+        if location.is_empty()
+            || location.chars().count() > 128
+            || location.chars().any(char::is_control)
+        {
             return Err((
-                "invalid_location",
-                "location must be 1 to 128 characters".into(),
+                ErrorCode::InvalidLocation,
+                "location must be 1 to 128 characters, none of them control characters".into(),
             ));
         }
-        if self.incoming.is_some_and(|i| i < 0) {
-            return Err(("invalid_quantity", "incoming must not be negative".into()));
+        if self.available.abs() > MAX_QUANTITY {
+            return Err((
+                ErrorCode::InvalidQuantity,
+                format!("available must be within ±{MAX_QUANTITY}"),
+            ));
         }
-        if self.reserved.is_some_and(|r| r < 0) {
-            return Err(("invalid_quantity", "reserved must not be negative".into()));
+        if self
+            .reserved
+            .is_some_and(|r| !(0..=MAX_QUANTITY).contains(&r))
+        {
+            return Err((
+                ErrorCode::InvalidQuantity,
+                format!("reserved must be 0 to {MAX_QUANTITY}"),
+            ));
         }
-        let time = |field: &'static str,
-                    v: &Option<String>|
-         -> Result<Option<i64>, (&'static str, String)> {
-            v.as_deref()
-                .map(|s| {
-                    DateTime::parse_from_rfc3339(s)
-                        .map(|t| t.timestamp_millis())
-                        .map_err(|e| {
-                            (
-                                "invalid_time",
-                                format!("{field} is not an RFC 3339 time ({e}): {s:?}"),
-                            )
-                        })
-                })
-                .transpose()
-        };
+        if self
+            .incoming
+            .is_some_and(|i| !(0..=MAX_QUANTITY).contains(&i))
+        {
+            return Err((
+                ErrorCode::InvalidQuantity,
+                format!("incoming must be 0 to {MAX_QUANTITY}"),
+            ));
+        }
+        let time =
+            |field: &'static str, v: &Option<String>| -> Result<Option<i64>, (ErrorCode, String)> {
+                v.as_deref()
+                    .map(|s| {
+                        DateTime::parse_from_rfc3339(s)
+                            .map(|t| t.timestamp_millis())
+                            .map_err(|e| {
+                                (
+                                    ErrorCode::InvalidTime,
+                                    format!("{field} is not an RFC 3339 time ({e}): {s:?}"),
+                                )
+                            })
+                    })
+                    .transpose()
+            };
         Ok(StockUpdate {
             sku,
             location,
@@ -117,7 +144,7 @@ pub fn parse_batch(
     let mut rejected = Vec::new();
     for (i, raw) in items.iter().enumerate() {
         let parsed = serde_json::from_value::<StockItem>(raw.clone())
-            .map_err(|e| ("invalid_item", e.to_string()))
+            .map_err(|e| (ErrorCode::InvalidItem, e.to_string()))
             .and_then(|item| item.parse(received_at_ms));
         match parsed {
             Ok(u) => updates.push(u),
@@ -126,7 +153,7 @@ pub fn parse_batch(
                 NewRejection {
                     store: Some(store),
                     source: "api".into(),
-                    reason_code: code.into(),
+                    reason_code: code.as_str().into(),
                     reason,
                     payload: raw.to_string(),
                 },

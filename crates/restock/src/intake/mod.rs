@@ -10,6 +10,12 @@ use restock_core::ids::StoreId;
 use restock_core::stock::StockUpdate;
 
 use crate::app::App;
+
+/// The largest quantity (available or incoming) accepted from any source. Far above
+/// any real stock level, and low enough that summing one variant's levels over any
+/// number of locations stays far from overflow. Larger values are rejected per
+/// item with `invalid_quantity` and kept for replay.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
 use crate::storage::rejections::NewRejection;
 use crate::storage::stock::BatchOutcome;
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::App;
+use crate::error_code::ErrorCode;
 use crate::storage::orders::{OrderInput, OrderLineInput, OrderOutcome};
 
 /// The most lines one order may carry.
@@ -49,14 +50,14 @@ pub struct OrderLineBody {
     pub price: Option<i64>,
 }
 
-type Invalid = (&'static str, String);
+type Invalid = (ErrorCode, String);
 
 fn time(field: &str, s: &str) -> Result<i64, Invalid> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
         .map_err(|e| {
             (
-                "invalid_time",
+                ErrorCode::InvalidTime,
                 format!("{field} is not an RFC 3339 time ({e})"),
             )
         })
@@ -66,7 +67,7 @@ fn text_id(field: &str, s: &str) -> Result<String, Invalid> {
     let t = s.trim();
     if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
         return Err((
-            "invalid_value",
+            ErrorCode::InvalidValue,
             format!("{field} must be 1 to 128 printable characters"),
         ));
     }
@@ -76,16 +77,16 @@ fn text_id(field: &str, s: &str) -> Result<String, Invalid> {
 fn lines(raw: Vec<(String, i64, Option<i64>)>) -> Result<Vec<OrderLineInput>, Invalid> {
     if raw.is_empty() || raw.len() > MAX_LINES {
         return Err((
-            "invalid_value",
+            ErrorCode::InvalidValue,
             format!("an order has 1 to {MAX_LINES} lines"),
         ));
     }
     raw.into_iter()
         .map(|(sku, quantity, price)| {
-            let sku = Sku::parse(&sku).map_err(|e| ("invalid_sku", e.to_string()))?;
+            let sku = Sku::parse(&sku).map_err(|e| (ErrorCode::InvalidSku, e.to_string()))?;
             if !(1..=MAX_QUANTITY).contains(&quantity) {
                 return Err((
-                    "invalid_quantity",
+                    ErrorCode::InvalidQuantity,
                     format!(
                         "line {}: quantity must be 1 to {MAX_QUANTITY}",
                         sku.as_str()
@@ -94,7 +95,7 @@ fn lines(raw: Vec<(String, i64, Option<i64>)>) -> Result<Vec<OrderLineInput>, In
             }
             if price.is_some_and(|p| p < 0) {
                 return Err((
-                    "invalid_value",
+                    ErrorCode::InvalidValue,
                     format!("line {}: price must not be negative", sku.as_str()),
                 ));
             }
@@ -117,7 +118,7 @@ impl OrderBody {
             .filter(|e| !e.trim().is_empty())
             .map(Email::parse)
             .transpose()
-            .map_err(|e| ("invalid_email", e.to_string()))?;
+            .map_err(|e| (ErrorCode::InvalidEmail, e.to_string()))?;
         let customer_id = self
             .customer
             .id
@@ -134,13 +135,13 @@ impl OrderBody {
                 .as_deref()
                 .map(|c| Currency::parse(c).map(|c| c.as_str().to_string()))
                 .transpose()
-                .map_err(|e| ("invalid_value", e.to_string()))?,
+                .map_err(|e| (ErrorCode::InvalidValue, e.to_string()))?,
             market: self
                 .market
                 .as_deref()
                 .map(Market::parse)
                 .transpose()
-                .map_err(|e| ("invalid_market", e.to_string()))?,
+                .map_err(|e| (ErrorCode::InvalidMarket, e.to_string()))?,
             ordered_at: match self.ordered_at.as_deref() {
                 Some(t) => time("ordered_at", t)?,
                 None => received_at,
@@ -183,12 +184,16 @@ struct ShopifyLine {
 /// Shopify's `orders/create` payload as the canonical order. Line prices arrive as
 /// decimal strings ("19.99") and are kept in minor units.
 pub fn parse_shopify(body: &[u8]) -> Result<OrderInput, Invalid> {
-    let o: ShopifyOrder = serde_json::from_slice(body)
-        .map_err(|e| ("invalid_payload", format!("not a Shopify order: {e}")))?;
+    let o: ShopifyOrder = serde_json::from_slice(body).map_err(|e| {
+        (
+            ErrorCode::InvalidPayload,
+            format!("not a Shopify order: {e}"),
+        )
+    })?;
     let id = match &o.id {
         serde_json::Value::Number(n) => n.to_string(),
         serde_json::Value::String(s) => s.clone(),
-        _ => return Err(("invalid_payload", "id is not an order id".into())),
+        _ => return Err((ErrorCode::InvalidPayload, "id is not an order id".into())),
     };
     let currency = o.currency.as_deref().and_then(|c| Currency::parse(c).ok());
     let email = o
@@ -198,7 +203,7 @@ pub fn parse_shopify(body: &[u8]) -> Result<OrderInput, Invalid> {
         .filter(|e| !e.trim().is_empty())
         .map(Email::parse)
         .transpose()
-        .map_err(|e| ("invalid_email", e.to_string()))?;
+        .map_err(|e| (ErrorCode::InvalidEmail, e.to_string()))?;
     let customer_id = o
         .customer
         .as_ref()
@@ -286,7 +291,7 @@ mod tests {
         .expect("shape");
         assert_eq!(
             body.parse(0).map(|_| ()).map_err(|e| e.0),
-            Err("invalid_quantity")
+            Err(ErrorCode::InvalidQuantity)
         );
         let body: OrderBody = serde_json::from_value(serde_json::json!({
             "order_id": " ", "lines": [{"sku": "A", "quantity": 1}]
@@ -294,7 +299,7 @@ mod tests {
         .expect("shape");
         assert_eq!(
             body.parse(0).map(|_| ()).map_err(|e| e.0),
-            Err("invalid_value")
+            Err(ErrorCode::InvalidValue)
         );
     }
 }

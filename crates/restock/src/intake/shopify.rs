@@ -15,6 +15,8 @@ use restock_core::values::Sku;
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::error_code::ErrorCode;
+
 /// Whether `signature_b64` is Shopify's signature of `body` under `secret`.
 /// Compared in constant time.
 pub fn verify(secret: &str, body: &[u8], signature_b64: &str) -> bool {
@@ -63,25 +65,37 @@ pub struct Parsed {
     pub observed_at_ms: i64,
 }
 
-pub fn parse(body: &[u8]) -> Result<Parsed, (&'static str, String)> {
-    let p: InventoryLevelUpdate = serde_json::from_slice(body)
-        .map_err(|e| ("invalid_payload", format!("not an inventory level: {e}")))?;
+pub fn parse(body: &[u8]) -> Result<Parsed, (ErrorCode, String)> {
+    let p: InventoryLevelUpdate = serde_json::from_slice(body).map_err(|e| {
+        (
+            ErrorCode::InvalidPayload,
+            format!("not an inventory level: {e}"),
+        )
+    })?;
     let inventory_item_id = id_text(&p.inventory_item_id).ok_or((
-        "invalid_payload",
+        ErrorCode::InvalidPayload,
         "inventory_item_id is not an id".to_string(),
     ))?;
-    let location_id = id_text(&p.location_id)
-        .ok_or(("invalid_payload", "location_id is not an id".to_string()))?;
+    let location_id = id_text(&p.location_id).ok_or((
+        ErrorCode::InvalidPayload,
+        "location_id is not an id".to_string(),
+    ))?;
     // Shopify sends "available": null for items it does not track; there is no
     // quantity to apply.
     let available = p.available.ok_or((
-        "untracked_item",
+        ErrorCode::UntrackedItem,
         "available is null: Shopify does not track this item".to_string(),
     ))?;
+    if available.abs() > super::MAX_QUANTITY {
+        return Err((
+            ErrorCode::InvalidQuantity,
+            format!("available must be within ±{}", super::MAX_QUANTITY),
+        ));
+    }
     let observed_at_ms = DateTime::parse_from_rfc3339(&p.updated_at)
         .map_err(|e| {
             (
-                "invalid_payload",
+                ErrorCode::InvalidPayload,
                 format!("updated_at is not an RFC 3339 time: {e}"),
             )
         })?
@@ -140,7 +154,7 @@ mod tests {
         let untracked = BODY.replace("\"available\":5", "\"available\":null");
         assert_eq!(
             parse(untracked.as_bytes()).map_err(|e| e.0).err(),
-            Some("untracked_item")
+            Some(ErrorCode::UntrackedItem)
         );
     }
 }

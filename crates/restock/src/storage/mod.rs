@@ -20,6 +20,7 @@ pub mod orders;
 pub mod outbox;
 pub mod planning;
 pub mod rejections;
+pub mod retention;
 pub mod stock;
 pub mod stores;
 pub mod tracking;
@@ -108,6 +109,30 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The database could not be reached (no connection within the acquire timeout,
+    /// a dropped connection, a server shutting down or refusing connections, or
+    /// SQLite still locked after its busy timeout): worth retrying later, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        let StorageError::Sqlx(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => {
+                let code = d.code().unwrap_or_default();
+                // PostgreSQL: class 08 (connection exception), 57P01-57P03 (admin
+                // shutdown, crash shutdown, cannot connect now). SQLite: 5 (busy), 6 (locked).
+                code.starts_with("08")
+                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "5" | "6")
+            }
+            _ => false,
+        }
+    }
+
     /// The violated constraint's name, where the database reports one.
     pub fn unique_violation(&self) -> bool {
         matches!(self, StorageError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
@@ -124,10 +149,25 @@ pub enum Db {
 
 impl Db {
     pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Db> {
-        Self::connect_url(config.url.expose_secret(), config.max_connections).await
+        Self::connect_url_with(
+            config.url.expose_secret(),
+            config.max_connections,
+            Duration::from_millis(config.acquire_timeout_ms),
+        )
+        .await
     }
 
     pub async fn connect_url(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        Self::connect_url_with(url, max_connections, Duration::from_secs(10)).await
+    }
+
+    /// Connects with `acquire_timeout` as the longest wait for a pooled connection:
+    /// past it a query fails as unavailable (503) instead of queueing further.
+    pub async fn connect_url_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Db> {
         if let Some(rest) = url.strip_prefix("sqlite://") {
             let path = std::path::Path::new(rest.split('?').next().unwrap_or(rest));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -142,6 +182,7 @@ impl Db {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(2))
+                .acquire_timeout(acquire_timeout)
                 .connect_with(opts)
                 .await?;
             Ok(Db::Sqlite(pool))
@@ -149,7 +190,7 @@ impl Db {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .connect_with(opts)
                 .await?;
             Ok(Db::Postgres(pool))
@@ -212,12 +253,11 @@ impl Db {
 
     /// The instance's secret called `name`, created on first use. Concurrent first
     /// starts agree: the insert ignores a conflict and everyone reads the winner.
-    pub async fn instance_secret(&self, name: &str) -> Result<String> {
-        let fresh = crate::util::random_token(32);
+    pub async fn instance_secret(&self, name: &str, fresh: &str) -> Result<String> {
         with_pool!(self, pool => {
             sqlx::query("INSERT INTO instance_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(name)
-                .bind(&fresh)
+                .bind(fresh)
                 .execute(pool)
                 .await?;
             let value: String = sqlx::query_scalar("SELECT value FROM instance_secrets WHERE name = $1")
@@ -226,5 +266,44 @@ impl Db {
                 .await?;
             Ok(value)
         })
+    }
+}
+
+impl Db {
+    /// Replaces an instance secret's stored value (re-sealing it with a new key).
+    pub async fn set_instance_secret(&self, name: &str, value: &str) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE instance_secrets SET value = $2 WHERE name = $1")
+                .bind(name)
+                .bind(value)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Writes a consistent copy of a SQLite database to `to` while it is in use
+    /// (`VACUUM INTO`: one read transaction, no writer is blocked for long).
+    pub async fn backup_to(&self, to: &std::path::Path) -> anyhow::Result<()> {
+        if to.exists() {
+            anyhow::bail!("{} exists; choose a new file", to.display());
+        }
+        match self {
+            Db::Sqlite(pool) => {
+                let path = to
+                    .to_str()
+                    .ok_or_else(|| anyhow::anyhow!("the backup path is not UTF-8"))?;
+                sqlx::query("VACUUM INTO $1")
+                    .bind(path)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+            Db::Postgres(_) => anyhow::bail!(
+                "on PostgreSQL, back up with pg_dump (for example: pg_dump --format=custom --file=restock.dump \"$DATABASE_URL\")"
+            ),
+        }
     }
 }

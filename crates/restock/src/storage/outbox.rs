@@ -3,7 +3,9 @@
 //! Workers claim, commit, send, then record — no transaction or row lock is held
 //! across a network call. Every record is fenced by the attempt number it claimed,
 //! so a worker whose lease expired and whose row was taken over cannot overwrite the
-//! newer attempt's outcome.
+//! newer attempt's outcome. A row whose lease expired but that no one has claimed
+//! again (still `pending` at the same attempt) still takes its outcome: a send that
+//! reached the relay while the database was away is recorded, not sent twice.
 
 use restock_core::ids::{NotificationId, StoreId};
 
@@ -218,7 +220,7 @@ impl Db {
             let mut tx = pool.begin_write().await?;
             let owned = sqlx::query(
                 "UPDATE notifications SET state = 'done', sent_at = $3, lease_until = NULL, last_error = NULL, updated_at = $3 \
-                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+                 WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
             )
             .bind(n.id)
             .bind(n.attempts)
@@ -340,7 +342,7 @@ impl Db {
             Ok(sqlx::query(
                 "UPDATE notifications SET state = $3, due_at = COALESCE($4, due_at), lease_until = NULL, \
                    last_error = $5, updated_at = $6, reason = COALESCE($7, reason) \
-                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+                 WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
             )
             .bind(n.id)
             .bind(n.attempts)
@@ -368,7 +370,7 @@ impl Db {
             let mut tx = pool.begin_write().await?;
             let owned = sqlx::query(
                 "UPDATE notifications SET state = 'failed', lease_until = NULL, last_error = $3, updated_at = $4 \
-                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+                 WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
             )
             .bind(n.id)
             .bind(n.attempts)

@@ -33,6 +33,17 @@ macro_rules! columns {
     };
 }
 
+/// Text as both databases can store it: PostgreSQL refuses U+0000 in text, SQLite
+/// keeps it. A rejected payload carrying one is kept with U+FFFD in its place (such a
+/// payload is not valid JSON with a raw NUL anyway), so both keep the same bytes.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 impl Db {
     pub async fn insert_rejection(&self, r: &NewRejection, now: i64) -> Result<RejectionId> {
         with_pool!(self, pool => {
@@ -43,10 +54,17 @@ impl Db {
         })
     }
 
-    pub async fn rejections(&self, store: StoreId, limit: i64) -> Result<Vec<RejectionRow>> {
+    /// A page of the store's rejections, newest first, with ids below `before`.
+    pub async fn rejections(
+        &self,
+        store: StoreId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RejectionRow>> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM rejections WHERE store_id = $1 ORDER BY id DESC LIMIT $2"))
+            Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM rejections WHERE store_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"))
             .bind(store.0)
+            .bind(before.unwrap_or(i64::MAX))
             .bind(limit)
             .fetch_all(pool)
             .await?)
@@ -76,6 +94,48 @@ impl Db {
                 .bind(result)
                 .execute(pool)
                 .await?;
+        });
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Whether a webhook delivery with this provider id was handled for the store.
+    pub async fn webhook_seen(&self, store: StoreId, source: &str, delivery: &str) -> Result<bool> {
+        with_pool!(self, pool => {
+            let hit: Option<i64> = sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM webhook_deliveries WHERE store_id = $1 AND source = $2 AND delivery_id = $3",
+            )
+            .bind(store.0)
+            .bind(source)
+            .bind(delivery)
+            .fetch_optional(pool)
+            .await?;
+            Ok(hit.is_some())
+        })
+    }
+
+    /// Remembers a handled delivery (a concurrent twin's record wins; either is right).
+    pub async fn record_webhook(
+        &self,
+        store: StoreId,
+        source: &str,
+        delivery: &str,
+        result: &str,
+        now: i64,
+    ) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (store_id, source, delivery_id, result, received_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(store.0)
+            .bind(source)
+            .bind(delivery)
+            .bind(result)
+            .bind(now)
+            .execute(pool)
+            .await?;
         });
         Ok(())
     }

@@ -18,6 +18,8 @@ pub struct StoreRow {
     pub created_at: i64,
     /// The store's rules as JSON (`restock_core::policy::StorePolicy`).
     pub policy: String,
+    /// Days finished notifications and tracking events are kept.
+    pub retention_days: i64,
 }
 
 impl StoreRow {
@@ -51,7 +53,7 @@ pub struct NewStore<'a> {
 
 macro_rules! store_columns {
     () => {
-        "id, name, slug, publishable_key, shopify_secret, allowed_origins, min_stock, notify_threshold, created_at, policy"
+        "id, name, slug, publishable_key, shopify_secret, allowed_origins, min_stock, notify_threshold, created_at, retention_days, policy"
     };
 }
 
@@ -183,7 +185,8 @@ impl Db {
                    min_stock = COALESCE($3, min_stock), \
                    notify_threshold = COALESCE($4, notify_threshold), \
                    allowed_origins = COALESCE($5, allowed_origins), \
-                   shopify_secret = CASE WHEN $6 THEN $7 ELSE shopify_secret END \
+                   shopify_secret = CASE WHEN $6 THEN $7 ELSE shopify_secret END, \
+                   retention_days = COALESCE($8, retention_days) \
                  WHERE id = $1 RETURNING ", store_columns!()))
             .bind(store.0)
             .bind(settings.name.as_deref())
@@ -192,6 +195,7 @@ impl Db {
             .bind(origins)
             .bind(settings.shopify_secret.is_some())
             .bind(settings.shopify_secret.clone().flatten())
+            .bind(settings.retention_days)
             .fetch_one(pool)
             .await?)
         })
@@ -204,6 +208,32 @@ pub struct StoreSettingsUpdate {
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
     pub allowed_origins: Option<Vec<String>>,
-    /// `Some(None)` disconnects Shopify.
+    /// `Some(None)` disconnects Shopify. Stored as given: the caller seals it.
     pub shopify_secret: Option<Option<String>>,
+    pub retention_days: Option<i64>,
+}
+
+impl Db {
+    /// Every store's Shopify secret as stored, for re-sealing with a new key.
+    pub async fn shopify_secrets(&self) -> Result<Vec<(i64, String)>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as("SELECT id, shopify_secret FROM stores WHERE shopify_secret IS NOT NULL ORDER BY id")
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    /// Replaces a store's stored Shopify secret only if it is still `old` (so a
+    /// rotation never overwrites a secret the merchant changed meanwhile).
+    pub async fn reseal_shopify_secret(&self, store: i64, old: &str, new: &str) -> Result<bool> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query("UPDATE stores SET shopify_secret = $3 WHERE id = $1 AND shopify_secret = $2")
+                .bind(store)
+                .bind(old)
+                .bind(new)
+                .execute(pool)
+                .await?
+                .rows_affected() == 1)
+        })
+    }
 }

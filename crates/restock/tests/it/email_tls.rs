@@ -1,7 +1,7 @@
 //! SMTP relays as they are run for real: TLS (STARTTLS and implicit), logins, and
 //! the difference between "this address does not exist" and "the relay refused us".
 
-mod common;
+use crate::common;
 
 use common::tls_smtp::{Tls, TlsSmtp};
 use common::{Backend, StoreKeys, TestApp};

@@ -1,6 +1,6 @@
 //! Signed links: the unsubscribe page and its choices, and forged tokens.
 
-mod common;
+use crate::common;
 
 use common::{Backend, StoreKeys, TestApp};
 use restock_core::token::{Purpose, Signer};

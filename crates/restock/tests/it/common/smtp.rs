@@ -23,6 +23,8 @@ pub enum Behaviour {
     PermFailRcpt,
     /// 450 to DATA.
     TempFailData,
+    /// Accepts, but waits two seconds before answering DATA (sends stay in flight).
+    SlowData,
 }
 
 pub struct SmtpSink {
@@ -90,6 +92,9 @@ impl SmtpSink {
             }
             Behaviour::TempFailData => {
                 cmd.args(["-r", "DATA"]);
+            }
+            Behaviour::SlowData => {
+                cmd.args(["-w", "2"]);
             }
         }
         cmd.arg("-d")

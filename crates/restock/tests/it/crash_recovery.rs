@@ -1,7 +1,7 @@
 //! The real binary, killed mid-dispatch: nothing is lost and nothing is planned
 //! twice. And a graceful stop lets sends in flight finish.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

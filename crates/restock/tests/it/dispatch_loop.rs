@@ -1,6 +1,6 @@
 //! The restock loop end to end through the HTTP API, on both databases.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! and sent two messages for one restock), is migrated, keeps its history, merges the
 //! two into one shopper, and goes on working: its pending message is sent.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestDb};
 use restock::App;

@@ -5,7 +5,7 @@
 //! pre-order stock, quiet hours in the shopper's time zone, the frequency cap,
 //! holdouts, reminders and the interest window.
 
-mod common;
+use crate::common;
 
 use common::smtp::{Behaviour, SmtpSink};
 use common::{Backend, StoreKeys, TestApp};

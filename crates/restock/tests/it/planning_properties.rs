@@ -5,7 +5,7 @@
 //! (`restock_core::planner::plan_page`) decides over the facts of an independent
 //! model — nobody twice, nobody opted out, no recent purchaser.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! A store's data is visible only with that store's credentials, on every endpoint.
 
-mod common;
+use crate::common;
 
 use common::{Backend, StoreKeys, TestApp};
 use reqwest::Method;
@@ -141,6 +141,7 @@ both_dbs!(
         // B's S-43 is unknown in B's store: rejected there, not applied to A's S-43, and
         // A's rejected GHOST item is not among B's.
         let (_, b_rejections) = t.get("/v1/rejections", &b.api_key).await;
+        let b_rejections = b_rejections["items"].clone();
         let b_rejections = b_rejections.as_array().expect("rejections").clone();
         assert_eq!(b_rejections.len(), 1, "{b_rejections:?}");
         assert!(

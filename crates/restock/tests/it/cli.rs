@@ -1,7 +1,7 @@
 //! The operator's commands: migrate, store create/list, notifications, and config
 //! errors that name the key.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestDb};
 use std::process::{Command, Output};

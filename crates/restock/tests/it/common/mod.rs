@@ -17,6 +17,10 @@ use restock::util::Clock;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+/// The secrets key every test server runs with (so secrets are sealed at rest in
+/// every test); tests of throttling and of key rotation override the settings.
+pub const TEST_SECRETS_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// A fixed start time: 2026-03-01T12:00:00Z.
 pub const T0: i64 = 1_772_366_400_000;
 
@@ -175,7 +179,9 @@ impl TestApp {
         let base = format!(
             "public_url = \"http://{addr}\"\nadmin_token = \"operator-secret\"\n\
              [email]\ntransport = \"file\"\nfile_dir = \"{}\"\nfrom = \"Shop <alerts@shop.example>\"\n\
-             [dispatch]\nenabled = false\n",
+             [dispatch]\nenabled = false\n\
+             [http]\nauth_failures_per_minute = 1000000\n\
+             [secrets]\nkey = \"{TEST_SECRETS_KEY}\"\n",
             outbox_dir.display()
         );
         let config = Config::from_layers(&[&base, extra_config]).expect("test config");

@@ -1,7 +1,7 @@
 //! Email through a real SMTP server (Postfix's smtp-sink): the message a shopper
 //! gets, its links, and what happens when the relay answers 4xx, 5xx or nothing.
 
-mod common;
+use crate::common;
 
 use common::smtp::{Behaviour, SmtpSink};
 use common::{Backend, StoreKeys, TestApp};

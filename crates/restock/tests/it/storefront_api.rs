@@ -1,6 +1,6 @@
 //! The public storefront sign-up API: validation with stable codes, merging, CORS.
 
-mod common;
+use crate::common;
 
 use common::{Backend, StoreKeys, TestApp};
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Several instances on one database: their workers race for the same outbox and
 //! every notification is still sent exactly once.
 
-mod common;
+use crate::common;
 
 use common::{Backend, T0, TestApp};
 use restock::App;

@@ -1,0 +1,32 @@
+//! Restock's integration tests, as one test binary: one link step for the whole
+//! suite instead of one per file. Each module boots the real server (on port 0) or
+//! runs the real binary against real servers: PostgreSQL, SMTP, a throwaway
+//! PostgreSQL cluster; `common` is the shared harness. A new test file goes here
+//! as a module. Run one module with `cargo test --test it <module>::`.
+
+#[macro_use]
+mod common;
+
+mod cli;
+mod concurrency;
+mod contract;
+mod crash_recovery;
+mod db_outage;
+mod decisions;
+mod demo;
+mod dispatch_loop;
+mod email_smtp;
+mod email_tls;
+mod hardening;
+mod log_redaction;
+mod migrations;
+mod ops;
+mod packaging;
+mod planning_properties;
+mod schema_parity;
+mod shopify_webhook;
+mod slow_clients;
+mod stock_and_planning;
+mod store_isolation;
+mod storefront_api;
+mod tracking;
