@@ -23,7 +23,7 @@ fn err(field: &'static str, reason: impl Into<String>) -> PolicyError {
 
 /// How a restock is released to its waiting list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case", tag = "mode")]
+#[serde(rename_all = "snake_case", tag = "mode", deny_unknown_fields)]
 pub enum Release {
     /// Everyone waiting is told at once.
     #[default]
@@ -49,7 +49,7 @@ pub struct EarlyAccess {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ReleasePolicy {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub release: Release,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_access: Option<EarlyAccess>,
@@ -75,12 +75,12 @@ pub struct FrequencyCapSetting {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorePolicy {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub release: Release,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_access: Option<EarlyAccess>,
     /// The store's time zone: quiet hours apply in it for shoppers with none.
-    #[serde(default = "utc")]
+    #[serde(default = "utc", deserialize_with = "or_utc")]
     pub time_zone: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHoursSetting>,
@@ -93,19 +93,34 @@ pub struct StorePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interest_window_secs: Option<i64>,
     /// Share of each restock's eligible shoppers held out (never sent) to measure lift, 0–100.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub holdout_percent: f64,
     /// One reminder this long after an alert, if still in stock and neither clicked nor bought.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder_after_secs: Option<i64>,
     /// Channels in order of preference when a shopper has several (a shopper's own
     /// preferred channel comes first).
-    #[serde(default = "default_channels")]
+    #[serde(default = "default_channels", deserialize_with = "or_email")]
     pub channels: Vec<Channel>,
 }
 
 fn utc() -> String {
     "UTC".into()
+}
+
+/// `null` means the same as leaving the setting out.
+fn or_default<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+fn or_utc<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Option::<String>::deserialize(d).map(|o| o.unwrap_or_else(utc))
+}
+
+fn or_email<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Channel>, D::Error> {
+    Option::<Vec<Channel>>::deserialize(d).map(|o| o.unwrap_or_else(default_channels))
 }
 
 fn default_channels() -> Vec<Channel> {
@@ -212,8 +227,8 @@ impl StorePolicy {
         if !(0.0..=100.0).contains(&self.holdout_percent) || self.holdout_percent.is_nan() {
             return Err(err("holdout_percent", "must be 0 to 100"));
         }
-        if self.channels.is_empty() {
-            return Err(err("channels", "name at least one channel"));
+        if self.channels.is_empty() || self.channels.len() > Channel::ALL.len() {
+            return Err(err("channels", "name 1 to 5 channels"));
         }
         Ok(())
     }
@@ -309,6 +324,16 @@ mod tests {
         let resolved: Policy =
             serde_json::from_str(&serde_json::to_string(&r).expect("ser")).expect("de");
         assert_eq!(resolved, r);
+    }
+
+    #[test]
+    fn null_settings_are_off() {
+        let p: StorePolicy = serde_json::from_str(
+            r#"{"release": null, "early_access": null, "time_zone": null, "quiet_hours": null,
+                "frequency_cap": null, "holdout_percent": null, "channels": null}"#,
+        )
+        .expect("parses");
+        assert_eq!(p, StorePolicy::default());
     }
 
     #[test]

@@ -134,6 +134,11 @@ impl TimeZone {
     pub fn name(&self) -> &'static str {
         self.0.name()
     }
+
+    /// Every zone name [`TimeZone::parse`] accepts.
+    pub fn all_names() -> impl Iterator<Item = &'static str> {
+        chrono_tz::TZ_VARIANTS.iter().map(|t| t.name())
+    }
 }
 
 /// How a message reaches a shopper. Email is sent today; the others are the

@@ -85,8 +85,8 @@ pub struct ProductBody {
     /// How this product's restocks are released, overriding the store's policy:
     /// `{"release": {"mode": "waves", "shoppers_per_unit": 2, "interval_secs": 900},
     /// "early_access": {"tiers": ["vip"], "window_secs": 3600}}`.
-    #[schema(value_type = Option<Object>)]
-    pub release: Option<ReleasePolicy>,
+    #[schema(value_type = Option<super::schemas::ReleasePolicyBody>)]
+    pub release: Option<serde_json::Value>,
     #[serde(default)]
     #[schema(max_items = 1000)]
     pub variants: Vec<VariantBody>,
@@ -136,6 +136,7 @@ pub struct VariantBody {
     pub inventory_item_id: Option<String>,
     /// "deny" (sold from stock, the default), "preorder" or "backorder": a variant
     /// sold on pre-order or back-order never fires "back in stock".
+    #[schema(pattern = "^(deny|preorder|backorder)$")]
     pub inventory_policy: Option<String>,
 }
 
@@ -151,7 +152,7 @@ pub struct ProductView {
     pub currency: String,
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<super::schemas::ReleasePolicyBody>)]
     pub release: Option<ReleasePolicy>,
     pub variants: Vec<VariantView>,
 }
@@ -357,12 +358,25 @@ impl ProductBody {
                 sku,
             });
         }
-        if let Some(r) = &self.release {
-            r.validate()
-                .map_err(|e| ApiError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
-        }
+        let release = match self.release {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v @ serde_json::Value::Object(_)) => {
+                let r: ReleasePolicy = serde_json::from_value(v).map_err(|e| {
+                    ApiError::new(ErrorCode::InvalidPolicy, format!("release: {e}"))
+                })?;
+                r.validate()
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
+                Some(r)
+            }
+            Some(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    "release must be an object",
+                ));
+            }
+        };
         Ok(ProductInput {
-            release: self.release,
+            release,
             external_id,
             title: self.title.trim().to_string(),
             description: self.description,

@@ -180,8 +180,38 @@ where
         if has_nul_escape(&bytes) {
             return Err(ApiError::invalid("text must not contain U+0000 (NUL)"));
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(ApiJson(value))
+        let mut value: serde_json::Value = axum::Json::<serde_json::Value>::from_bytes(&bytes)?.0;
+        if !value.is_object() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidJson,
+                "the body must be a JSON object",
+            ));
+        }
+        integral_floats_as_integers(&mut value);
+        serde_json::from_value(value).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
+    }
+}
+
+/// JSON has one number type: `9600.0` is the integer 9600 to a client generated from
+/// the OpenAPI document, so integral floats are read as integers everywhere.
+fn integral_floats_as_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= 9_007_199_254_740_992.0
+            {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
     }
 }
 

@@ -1,13 +1,13 @@
 //! Markets: which of the store's locations serve which market.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use restock_core::values::Market;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::app::App;
 use crate::error_code::ErrorCode;
 
@@ -16,8 +16,18 @@ use crate::error_code::ErrorCode;
 pub struct MarketBody {
     /// Locations (as named in stock updates) whose stock serves this market; empty
     /// removes the market.
-    pub locations: Vec<String>,
+    #[schema(max_items = 1000, inline)]
+    pub locations: Vec<LocationName>,
 }
+
+/// A location as named in stock updates.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 128,
+    pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
+)]
+pub struct LocationName(pub String);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MarketView {
@@ -29,13 +39,13 @@ pub struct MarketView {
 /// told only when stock at those locations is available; availability is judged
 /// again for every variant stocked there.
 #[utoipa::path(put, path = "/v1/markets/{market}", tag = "stock", security(("api_key" = [])),
-    params(("market" = String, Path, description = "1-32 of a-z, 0-9, - and _")), request_body = MarketBody,
+    params(("market" = String, Path, description = "1-32 of a-z, 0-9, - and _ (compared lower-cased)", pattern = "^[A-Za-z0-9_-]{1,32}$")), request_body = MarketBody,
     responses((status = 200, body = MarketView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn put_market(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(market): Path<String>,
+    ApiPath(market): ApiPath<String>,
     ApiJson(body): ApiJson<MarketBody>,
 ) -> ApiResult<Json<MarketView>> {
     let market = Market::parse(&market)
@@ -48,7 +58,7 @@ pub async fn put_market(
     }
     let mut locations = Vec::with_capacity(body.locations.len());
     for l in body.locations {
-        let l = l.trim().to_string();
+        let l = l.0.trim().to_string();
         if l.is_empty() || l.len() > 128 || l.chars().any(char::is_control) {
             return Err(ApiError::new(
                 ErrorCode::InvalidLocation,

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod rejections;
+pub mod schemas;
 pub mod server;
 pub mod shoppers;
 pub mod stock;

@@ -3,7 +3,7 @@
 //! planned, deferred (with when it will go), held back (with why), sent.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use restock_core::ids::ShopperId;
 use restock_core::planner::OptOuts;
 use restock_core::values::{Channel, Email, Tier, TimeZone};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use crate::app::App;
 use crate::error_code::ErrorCode;
 use crate::storage::demand::{
@@ -75,8 +75,13 @@ async fn shopper(app: &App, store: restock_core::ids::StoreId, id: i64) -> ApiRe
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ShopperLookup {
     /// The shopper's email address (matched case-insensitively).
+    #[param(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,30})?@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?)*\\.[A-Za-z]{2,12}$"
+    )]
     pub email: String,
 }
 
@@ -87,7 +92,7 @@ pub struct ShopperLookup {
 pub async fn find_shopper(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Query(q): Query<ShopperLookup>,
+    ApiQuery(q): ApiQuery<ShopperLookup>,
 ) -> ApiResult<Json<ShopperView>> {
     let email = Email::parse(&q.email)
         .map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
@@ -106,7 +111,7 @@ pub async fn find_shopper(
 pub async fn get_shopper(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ShopperView>> {
     let s = shopper(&app, store, id).await?;
     Ok(Json(view(&app, s).await?))
@@ -117,19 +122,24 @@ pub async fn get_shopper(
 pub struct UpdateShopper {
     /// Loyalty tier (early-access tiers are named in the release policy); null clears it.
     #[serde(default, with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9_-]{1,32}$")]
     pub tier: Option<Option<String>>,
     /// IANA time zone for quiet hours; null clears it (the store's applies).
     #[serde(default, with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::schemas::TimeZoneName>)]
     pub time_zone: Option<Option<String>>,
     /// The merchant's customer id (orders naming it are this shopper's).
     #[serde(default, with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(
+        value_type = Option<String>,
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
+    )]
     pub customer_id: Option<Option<String>>,
     /// The channel to try first.
     #[serde(default, with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::schemas::ChannelName>)]
     pub preferred_channel: Option<Option<String>>,
 }
 
@@ -152,7 +162,7 @@ mod double_option {
 pub async fn update_shopper(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<UpdateShopper>,
 ) -> ApiResult<Json<ShopperView>> {
     let bad = |code: ErrorCode, e: String| ApiError::new(code, e);
@@ -208,16 +218,42 @@ pub async fn update_shopper(
 pub struct PreferencesBody {
     /// false: opt out of every alert from the store; true: opt in again.
     pub all: Option<bool>,
-    /// Category handle to opted in (true) or out (false).
+    /// Product categories (by handle) to opt in to or out of.
     #[serde(default)]
-    pub categories: std::collections::BTreeMap<String, bool>,
-    /// Channel (email, sms, push, in_app, webhook) to opted in (true) or out (false).
-    /// Opting out of a channel withdraws its consent (recorded); opting in records one.
+    #[schema(max_items = 100)]
+    pub categories: Vec<CategoryPreference>,
+    /// Channels to opt in to (true) or out of (false). Opting out of a channel
+    /// withdraws its consent (recorded); opting in records one.
     #[serde(default)]
-    pub channels: std::collections::BTreeMap<String, bool>,
-    /// Where the shopper said so ("api", "chat_agent", "link", ...) and the words shown.
+    pub channels: ChannelPreferences,
+    /// Where the shopper said so.
+    #[schema(pattern = "^(widget|api|chat_agent|import|link|pos)$")]
     pub source: Option<String>,
+    /// The words shown to the shopper.
     pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryPreference {
+    /// The category's handle.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f])?$"
+    )]
+    pub handle: String,
+    pub opted_in: bool,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPreferences {
+    pub email: Option<bool>,
+    pub sms: Option<bool>,
+    pub push: Option<bool>,
+    pub in_app: Option<bool>,
+    pub webhook: Option<bool>,
 }
 
 /// Opt a shopper in or out of everything, of categories, of channels. Honoured when
@@ -229,26 +265,52 @@ pub struct PreferencesBody {
 pub async fn put_preferences(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<PreferencesBody>,
 ) -> ApiResult<Json<PreferencesView>> {
     let mut change = PreferenceChange {
         all: req.all,
         ..PreferenceChange::default()
     };
-    for (cat, v) in req.categories {
-        if cat.trim().is_empty() || cat.len() > 128 || cat.chars().any(char::is_control) {
+    if req.categories.len() > 100 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            "at most 100 categories at once",
+        ));
+    }
+    for c in req.categories {
+        let handle = c.handle.trim().to_string();
+        if handle.is_empty() || handle.chars().count() > 128 || handle.chars().any(char::is_control)
+        {
             return Err(ApiError::new(
                 ErrorCode::InvalidValue,
                 "a category handle is 1 to 128 printable characters",
             ));
         }
-        change.categories.push((cat, v));
+        change.categories.push((handle, c.opted_in));
     }
-    for (ch, v) in req.channels {
-        let ch = Channel::parse(&ch)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidValue, e.to_string()))?;
-        change.channels.push((ch, v));
+    let ch = &req.channels;
+    for (channel, v) in [
+        (Channel::Email, ch.email),
+        (Channel::Sms, ch.sms),
+        (Channel::Push, ch.push),
+        (Channel::InApp, ch.in_app),
+        (Channel::Webhook, ch.webhook),
+    ] {
+        if let Some(v) = v {
+            change.channels.push((channel, v));
+        }
+    }
+    if let Some(src) = &req.source
+        && !matches!(
+            src.as_str(),
+            "widget" | "api" | "chat_agent" | "import" | "link" | "pos"
+        )
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
+            "source must be widget, api, chat_agent, import, link or pos",
+        ));
     }
     let consent = ConsentInput {
         text: req.text.unwrap_or_default(),
@@ -267,14 +329,15 @@ pub async fn put_preferences(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentBody {
-    /// email, sms, push, in_app, webhook.
+    #[schema(value_type = super::schemas::ChannelName)]
     pub channel: String,
     /// true: consent given; false: withdrawn.
     pub granted: bool,
     /// The words shown to the shopper.
     #[serde(default)]
     pub text: String,
-    /// widget, api, chat_agent, import, link.
+    /// Where the shopper said so.
+    #[schema(pattern = "^(widget|api|chat_agent|import|link|pos)$")]
     pub source: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -295,7 +358,7 @@ pub struct ConsentList {
 pub async fn post_consent(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<ConsentBody>,
 ) -> ApiResult<(axum::http::StatusCode, Json<ConsentList>)> {
     let channel = Channel::parse(&req.channel)
@@ -340,7 +403,7 @@ pub async fn post_consent(
 pub async fn list_consents(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ConsentList>> {
     shopper(&app, store, id).await?;
     let items = app.db.shopper_consents(ShopperId(id), 200).await?;
@@ -359,7 +422,7 @@ pub struct ShopperAlerts {
 pub async fn shopper_subscriptions(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ShopperAlerts>> {
     shopper(&app, store, id).await?;
     let items = app
@@ -427,10 +490,13 @@ pub struct MessagePage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MessageQuery {
     /// Messages older than this id.
+    #[param(minimum = 1)]
     pub before: Option<i64>,
     /// 1-500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -442,11 +508,17 @@ pub struct MessageQuery {
 pub async fn shopper_messages(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
-    Query(q): Query<MessageQuery>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<MessageQuery>,
 ) -> ApiResult<Json<MessagePage>> {
     shopper(&app, store, id).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let limit = super::catalog::check_limit(q.limit)?;
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "before must be positive",
+        ));
+    }
     let rows = app
         .db
         .shopper_messages(store, ShopperId(id), q.before.unwrap_or(i64::MAX), limit)

@@ -205,7 +205,7 @@ pub async fn list_restocks(
 pub async fn get_restock(
     State(app): State<App>,
     Merchant(store): Merchant,
-    axum::extract::Path(id): axum::extract::Path<i64>,
+    super::error::ApiPath(id): super::error::ApiPath<i64>,
 ) -> ApiResult<Json<RestockDetail>> {
     let (row, waves) = app
         .db

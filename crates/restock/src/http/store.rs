@@ -155,7 +155,7 @@ pub async fn get_policy(
 /// Replace the store's rules. Restocks already being released keep the rules they
 /// started with.
 #[utoipa::path(put, path = "/v1/store/policy", tag = "store", security(("api_key" = [])),
-    request_body(content = Object, description = "A store policy; see the README"),
+    request_body = super::schemas::PolicyBody,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn put_policy(

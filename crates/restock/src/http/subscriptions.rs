@@ -2,7 +2,7 @@
 //! point-of-sale, an import), and cancelling one before a restock.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use restock_core::ids::{ShopperId, SubscriptionId};
 use restock_core::planner::SubscriptionStatus;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 use super::storefront::{SubscribeResponse, resolve_target, signup_answer};
 use crate::app::App;
 use crate::error_code::ErrorCode;
@@ -24,14 +24,18 @@ pub struct SubscriptionPage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SubscriptionQuery {
     /// Return items after this cursor (the `next` of the previous page).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// At most this many items (1-500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Only this shopper's sign-ups.
     pub shopper: Option<i64>,
-    /// Only sign-ups in this status: waiting, notified, unsubscribed, cancelled, purchased, expired.
+    /// Only sign-ups in this status.
+    #[param(pattern = "^(waiting|notified|unsubscribed|cancelled|purchased|expired)$")]
     pub status: Option<String>,
 }
 
@@ -41,24 +45,25 @@ pub struct SubscriptionQuery {
 pub async fn list_subscriptions(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Query(q): Query<SubscriptionQuery>,
+    ApiQuery(q): ApiQuery<SubscriptionQuery>,
 ) -> ApiResult<Json<SubscriptionPage>> {
     if let Some(s) = &q.status
         && SubscriptionStatus::parse(s).is_none()
     {
         return Err(ApiError::new(
-            ErrorCode::InvalidValue,
+            ErrorCode::InvalidQuery,
             "status must be waiting, notified, unsubscribed, cancelled, purchased or expired",
         ));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let limit = super::catalog::check_limit(q.limit)?;
+    let after = super::catalog::check_after(q.after)?;
     let items = app
         .db
         .subscriptions(
             store,
             q.shopper.map(ShopperId),
             q.status.as_deref(),
-            q.after.unwrap_or(0),
+            after,
             limit,
         )
         .await?;
@@ -151,33 +156,49 @@ pub async fn create_subscription(
     Ok((status, Json(body)))
 }
 
-/// One sign-up.
+/// One sign-up. A cancelled (deleted) one is no longer served here; it stays in
+/// the listing (`?status=cancelled`) as history.
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "demand", security(("api_key" = [])),
     params(("id" = i64, Path)),
     responses((status = 200, body = SubscriptionRow), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_subscription(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<SubscriptionRow>> {
     app.db
         .subscription(store, SubscriptionId(id))
         .await?
+        .filter(|s| s.status != "cancelled")
         .map(Json)
         .ok_or_else(|| ApiError::not_found("subscription"))
 }
 
-/// Cancel a sign-up before a restock: nothing more is sent for it, and alerts for it
-/// not yet sent are skipped. Cancelling one that already ended changes nothing.
+/// Cancel a waiting sign-up before a restock: nothing more is sent for it, alerts for
+/// it not yet sent are skipped, and it is gone from its own URL (the listing keeps it
+/// as history). One that already ended (notified, bought, ...) answers 409.
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "demand", security(("api_key" = [])),
     params(("id" = i64, Path)),
-    responses((status = 200, body = SubscriptionRow), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = SubscriptionRow, description = "the cancelled sign-up"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "it already ended")))]
 pub async fn delete_subscription(
     State(app): State<App>,
     Merchant(store): Merchant,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<SubscriptionRow>> {
     let id = SubscriptionId(id);
+    let before = app
+        .db
+        .subscription(store, id)
+        .await?
+        .filter(|s| s.status != "cancelled")
+        .ok_or_else(|| ApiError::not_found("subscription"))?;
+    if before.status != "waiting" {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("this sign-up already ended ({})", before.status),
+        ));
+    }
     app.db
         .cancel_subscription(store, id, app.now())
         .await?

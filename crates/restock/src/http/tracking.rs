@@ -135,7 +135,7 @@ pub async fn unsubscribe(
 
 /// The page behind a sign-up's cancel link: what it is for, and a button to cancel.
 /// A GET never cancels (mail scanners follow links).
-#[utoipa::path(get, path = "/t/s/{token}", tag = "tracking", params(("token" = String, Path)),
+#[utoipa::path(get, path = "/t/s/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 404, body = ErrorBody)))]
 pub async fn cancel_page(
     State(app): State<App>,
@@ -166,7 +166,7 @@ pub async fn cancel_page(
 
 /// Cancel the sign-up the signed link names (the form on the page, or a POST from
 /// the storefront widget).
-#[utoipa::path(post, path = "/t/s/{token}", tag = "tracking", params(("token" = String, Path)),
+#[utoipa::path(post, path = "/t/s/{token}", tag = "tracking", params(("token" = String, Path, max_length = 64, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{1,40}$")),
     responses((status = 200, description = "HTML confirmation", content_type = "text/html"), (status = 404, body = ErrorBody)))]
 pub async fn cancel(
     State(app): State<App>,

@@ -296,7 +296,7 @@ both_dbs!(
             .call(
                 reqwest::Method::PUT,
                 &prefs_of(&bob),
-                Some(&json!({"categories": {"shoes": false}})),
+                Some(&json!({"categories": [{"handle": "shoes", "opted_in": false}]})),
             )
             .await;
         assert_eq!(
