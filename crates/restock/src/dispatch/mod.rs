@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use rand::Rng;
 use restock_core::planner::{Check, HoldReason, SendFacts, recheck, reminder_at};
-use restock_core::policy::Policy;
 use restock_core::retry::{Decision, Failure};
 use restock_core::token::Purpose;
 use restock_core::values::{Channel, TimeZone};
@@ -21,6 +20,7 @@ use crate::channels::EmailMessage;
 use crate::render::Links;
 use crate::storage::demand::parse_opt_outs;
 use crate::storage::outbox::Claimed;
+use crate::storage::stock::parse_restock_policy;
 
 pub mod record;
 
@@ -250,11 +250,7 @@ async fn process_inner(app: &App, n: &Claimed) -> anyhow::Result<Outcome> {
     // The last word before the message leaves is the core's: an opt-out, a
     // cancellation, a purchase or a sell-out since planning wins; quiet hours and the
     // frequency cap move it later.
-    let policy: Policy = facts
-        .policy
-        .as_deref()
-        .and_then(|p| serde_json::from_str(p).ok())
-        .unwrap_or_default();
+    let policy = parse_restock_policy(facts.policy.as_deref());
     let channel = Channel::parse(&n.channel).unwrap_or(Channel::Email);
     let sent_times = match policy.frequency_cap {
         Some(cap) => db.sent_times(n.shopper_id, now - cap.window_ms).await?,

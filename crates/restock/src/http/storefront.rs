@@ -234,20 +234,8 @@ async fn subscribe_inner(
     req: SubscribeRequest,
     consent: ConsentInput,
 ) -> Result<(StatusCode, SubscribeResponse), ApiError> {
-    let email = Email::parse(&req.email)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
-    let market = req
-        .market
-        .as_deref()
-        .map(Market::parse)
-        .transpose()
-        .map_err(|e| ApiError::new(ErrorCode::InvalidMarket, e.to_string()))?;
-    let time_zone = req
-        .time_zone
-        .as_deref()
-        .map(TimeZone::parse)
-        .transpose()
-        .map_err(|e| ApiError::new(ErrorCode::InvalidTimeZone, e.to_string()))?;
+    let (email, market, time_zone) =
+        parse_signup_fields(&req.email, req.market.as_deref(), req.time_zone.as_deref())?;
     let target = resolve_target(
         app,
         store,
@@ -274,6 +262,25 @@ async fn subscribe_inner(
             .subscribe(store.store_id(), &signup, app.now())
             .await?,
     )
+}
+
+/// A sign-up's address, market and time zone, each refused with its own code.
+pub fn parse_signup_fields(
+    email: &str,
+    market: Option<&str>,
+    time_zone: Option<&str>,
+) -> Result<(Email, Option<Market>, Option<TimeZone>), ApiError> {
+    let email =
+        Email::parse(email).map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
+    let market = market
+        .map(Market::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidMarket, e.to_string()))?;
+    let time_zone = time_zone
+        .map(TimeZone::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTimeZone, e.to_string()))?;
+    Ok((email, market, time_zone))
 }
 
 /// What a sign-up targets, refusing one that could be bought now.

@@ -6,13 +6,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use restock_core::ids::{ShopperId, SubscriptionId};
 use restock_core::planner::SubscriptionStatus;
-use restock_core::values::{Email, Market, TimeZone};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Merchant;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
-use super::storefront::{SubscribeResponse, resolve_target, signup_answer};
+use super::storefront::{SubscribeResponse, parse_signup_fields, resolve_target, signup_answer};
 use crate::app::App;
 use crate::error_code::ErrorCode;
 use crate::storage::demand::{ConsentInput, SignUp, SubscriptionRow};
@@ -109,20 +108,8 @@ pub async fn create_subscription(
         .store(store)
         .await?
         .ok_or_else(|| ApiError::not_found("store"))?;
-    let email = Email::parse(&req.email)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidEmail, e.to_string()))?;
-    let market = req
-        .market
-        .as_deref()
-        .map(Market::parse)
-        .transpose()
-        .map_err(|e| ApiError::new(ErrorCode::InvalidMarket, e.to_string()))?;
-    let time_zone = req
-        .time_zone
-        .as_deref()
-        .map(TimeZone::parse)
-        .transpose()
-        .map_err(|e| ApiError::new(ErrorCode::InvalidTimeZone, e.to_string()))?;
+    let (email, market, time_zone) =
+        parse_signup_fields(&req.email, req.market.as_deref(), req.time_zone.as_deref())?;
     let source = req.source.unwrap_or_else(|| "api".into());
     if !matches!(source.as_str(), "api" | "chat_agent" | "import" | "pos") {
         return Err(ApiError::new(

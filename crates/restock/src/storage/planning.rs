@@ -309,11 +309,7 @@ impl Db {
             product: ProductId(r.product_id),
             market: r.market,
             category: r.category,
-            policy: r
-                .policy
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or_default(),
+            policy: super::stock::parse_restock_policy(r.policy.as_deref()),
             created_at: r.created_at,
             wave: u32::try_from(r.wave).unwrap_or(0),
             cursor: match (r.cursor_at, r.cursor_id) {

@@ -97,6 +97,17 @@ pub(crate) fn parse_store_policy(json: &str) -> StorePolicy {
     })
 }
 
+/// The rules a restock was snapshotted with; the defaults for restocks recorded
+/// before policies existed (NULL), or if the stored JSON does not parse.
+pub(crate) fn parse_restock_policy(json: Option<&str>) -> restock_core::policy::Policy {
+    json.and_then(|j| {
+        serde_json::from_str(j)
+            .map_err(|e| tracing::warn!(error = %e, "stored restock policy does not parse; using the defaults"))
+            .ok()
+    })
+    .unwrap_or_default()
+}
+
 pub(crate) fn parse_release_policy(json: Option<&str>) -> Option<ReleasePolicy> {
     json.and_then(|j| {
         serde_json::from_str(j)
