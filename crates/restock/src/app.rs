@@ -33,6 +33,8 @@ pub struct AppInner {
     /// Random id of this installation (its database), part of every Message-ID so
     /// two installations never mint the same one.
     pub installation_id: String,
+    /// The host of `public_url`, the domain part of every Message-ID.
+    pub public_host: String,
     /// When the workers last purged expired history (ms; 0: not yet).
     pub last_purge_ms: std::sync::atomic::AtomicI64,
     /// Woken when this process plans notifications, so sends start at once.
@@ -66,8 +68,13 @@ impl App {
         let installation_id = db
             .instance_secret("installation_id", &crate::util::random_token(9))
             .await?;
+        let public_host = url::Url::parse(&config.public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "restock.local".into());
         Ok(App {
             inner: Arc::new(AppInner {
+                public_host,
                 config,
                 db,
                 clock,

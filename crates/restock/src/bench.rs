@@ -29,11 +29,27 @@ pub struct BenchArgs {
     /// Samples of restock-to-first-send latency, and of stock-update answers per N.
     #[arg(long, default_value_t = 50)]
     pub latency_samples: u32,
+    /// Only measure email: Restock's SMTP rate with default settings beside
+    /// `smtp-source` -> `smtp-sink` on loopback, a small restock end to end, and the
+    /// file outbox beside a write + fsync + rename loop (needs Postfix's tools).
+    #[arg(long)]
+    pub email: bool,
+    /// Notifications of one restock sent over SMTP (`--email`).
+    #[arg(long, default_value_t = 20_000)]
+    pub emails: u64,
+    /// Waiting shoppers of the small restock timed end to end (`--email`).
+    #[arg(long, default_value_t = 1_000)]
+    pub small_restock: u64,
+    /// Messages written to the file outbox (`--email`).
+    #[arg(long, default_value_t = 2_000)]
+    pub file_messages: u64,
     /// Only time a /metrics scrape with this many notifications in the outbox
     /// (comma separated, ascending), instead of the planning and latency runs.
     #[arg(long, value_delimiter = ',')]
     pub metrics_at: Vec<u64>,
 }
+
+mod email;
 
 struct BenchDb {
     db: Db,
@@ -168,6 +184,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     if !args.metrics_at.is_empty() {
         return metrics_scrape(&args).await;
+    }
+    if args.email {
+        return email::run(
+            &args.db,
+            args.emails,
+            args.small_restock,
+            args.file_messages,
+        )
+        .await;
     }
     for &n in &args.subscribers {
         let b = fresh_db(&args.db).await?;

@@ -100,7 +100,19 @@ pub struct DispatchConfig {
     pub retry: RetryPolicy,
 }
 
+/// The most sends a worker keeps in flight.
+pub const MAX_CONCURRENCY: usize = 1024;
+
 impl Config {
+    /// SMTP connections to keep open: `email.smtp.pool_size`, or (0, the default) one
+    /// per concurrent send.
+    pub fn smtp_pool_size(&self) -> usize {
+        match self.email.smtp.pool_size {
+            0 => self.dispatch.concurrency,
+            n => n as usize,
+        }
+    }
+
     /// Loads defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
@@ -146,8 +158,23 @@ impl Config {
                 self.email.from
             );
         }
-        if self.dispatch.concurrency == 0 {
-            anyhow::bail!("invalid configuration: dispatch.concurrency must be at least 1");
+        if !(1..=MAX_CONCURRENCY).contains(&self.dispatch.concurrency) {
+            anyhow::bail!(
+                "invalid configuration: dispatch.concurrency must be between 1 and {MAX_CONCURRENCY}"
+            );
+        }
+        let pool = self.email.smtp.pool_size as usize;
+        if self.email.transport == EmailTransportKind::Smtp
+            && pool != 0
+            && pool < self.dispatch.concurrency
+        {
+            anyhow::bail!(
+                "invalid configuration: email.smtp.pool_size ({pool}) is below dispatch.concurrency ({}): \
+                 the sends beyond the pool would queue for a connection. Leave pool_size at 0 (one \
+                 connection per concurrent send), or, if the relay allows only {pool} connections, \
+                 set dispatch.concurrency = {pool}",
+                self.dispatch.concurrency
+            );
         }
         if self.dispatch.batch_size < 1 {
             anyhow::bail!("invalid configuration: dispatch.batch_size must be at least 1");
@@ -174,9 +201,6 @@ impl Config {
         }
         crate::secrets::SecretBox::from_config(&self.secrets)
             .map_err(|e| anyhow::anyhow!("invalid configuration: secrets: {e}"))?;
-        if self.email.smtp.pool_size == 0 {
-            anyhow::bail!("invalid configuration: email.smtp.pool_size must be at least 1");
-        }
         Ok(())
     }
 }

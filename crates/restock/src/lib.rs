@@ -44,7 +44,7 @@ use util::Clock;
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let db = Db::connect(&config.database).await?;
     db.migrate().await?;
-    let email = EmailChannel::Transport(Arc::new(EmailTransport::from_config(&config.email)?));
+    let email = EmailChannel::Transport(Arc::new(EmailTransport::from_config(&config)?));
     App::new(config, db, Clock::System, email).await
 }
 

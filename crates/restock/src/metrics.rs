@@ -3,7 +3,8 @@
 //! right across several instances.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::storage::Db;
@@ -18,6 +19,15 @@ pub struct Metrics {
     /// Planning decisions: planned (to send) or held back.
     pub planned: IntCounterVec,
     outbox_depth: IntGaugeVec,
+    /// From claiming a notification to starting its send.
+    pub claim_wait: Histogram,
+    /// Claims that waited longer than half their lease before their send started
+    /// (the lease is renewed, but the worker is behind: too little concurrency).
+    pub slow_claims: IntCounter,
+    /// Lease renewals of claims held longer than a third of the lease.
+    pub lease_renewals: IntCounter,
+    /// Outcomes written per group commit.
+    pub record_batch: Histogram,
 }
 
 impl Metrics {
@@ -60,6 +70,33 @@ impl Metrics {
             ),
             &["state"],
         );
+        let claim_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "dispatch_claim_wait_seconds",
+                "Time from claiming a notification to starting its send",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        );
+        let slow_claims = IntCounter::new(
+            "dispatch_slow_claims_total",
+            "Claims that waited more than half their lease before their send started",
+        );
+        let lease_renewals = IntCounter::new(
+            "dispatch_lease_renewals_total",
+            "Leases extended because a claim was still being sent or recorded",
+        );
+        let record_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "dispatch_record_batch_size",
+                "Outcomes written per group commit",
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0]),
+        );
+        let (claim_wait, slow_claims, lease_renewals, record_batch) =
+            match (claim_wait, slow_claims, lease_renewals, record_batch) {
+                (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+                _ => unreachable!("static metric definitions are valid"),
+            };
         // The metric definitions above are static and valid; registration can only
         // fail on a duplicate name, which the tests would catch.
         let (sends, restock_to_send, intake_rejects, restocks, planned, outbox_depth) = match (
@@ -80,6 +117,10 @@ impl Metrics {
             Box::new(restocks.clone()),
             Box::new(planned.clone()),
             Box::new(outbox_depth.clone()),
+            Box::new(claim_wait.clone()),
+            Box::new(slow_claims.clone()),
+            Box::new(lease_renewals.clone()),
+            Box::new(record_batch.clone()),
         ] {
             if let Err(e) = registry.register(c) {
                 tracing::error!(error = %e, "metric registration failed");
@@ -93,6 +134,10 @@ impl Metrics {
             restocks,
             planned,
             outbox_depth,
+            claim_wait,
+            slow_claims,
+            lease_renewals,
+            record_batch,
         }
     }
 

@@ -4,17 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use restock_core::retry::Failure;
 use secrecy::ExposeSecret;
 
 use super::EmailMessage;
-use crate::config::{EmailConfig, EmailTransportKind, TlsMode};
+use super::smtp::{self, Security, SendError, SmtpPool, SmtpSettings};
+use crate::config::{Config, EmailTransportKind, TlsMode};
 
 pub enum EmailTransport {
     File {
@@ -22,14 +22,15 @@ pub enum EmailTransport {
         from: Mailbox,
     },
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
+        pool: Box<SmtpPool>,
         from: Mailbox,
         timeout: Duration,
     },
 }
 
 impl EmailTransport {
-    pub fn from_config(c: &EmailConfig) -> anyhow::Result<EmailTransport> {
+    pub fn from_config(config: &Config) -> anyhow::Result<EmailTransport> {
+        let c = &config.email;
         let from: Mailbox = c
             .from
             .parse()
@@ -47,16 +48,20 @@ impl EmailTransport {
             }
             EmailTransportKind::Smtp => {
                 let s = &c.smtp;
-                let tls_params = || -> anyhow::Result<TlsParameters> {
+                let ca_pem = if s.ca_file.as_os_str().is_empty() {
+                    None
+                } else {
+                    Some(std::fs::read(&s.ca_file).map_err(|e| {
+                        anyhow::anyhow!(
+                            "invalid configuration: email.smtp.ca_file {}: {e}",
+                            s.ca_file.display()
+                        )
+                    })?)
+                };
+                let starttls_params = || -> anyhow::Result<TlsParameters> {
                     let mut builder = TlsParameters::builder(s.host.clone());
-                    if !s.ca_file.as_os_str().is_empty() {
-                        let pem = std::fs::read(&s.ca_file).map_err(|e| {
-                            anyhow::anyhow!(
-                                "invalid configuration: email.smtp.ca_file {}: {e}",
-                                s.ca_file.display()
-                            )
-                        })?;
-                        let cert = Certificate::from_pem(&pem).map_err(|e| {
+                    if let Some(pem) = &ca_pem {
+                        let cert = Certificate::from_pem(pem).map_err(|e| {
                             anyhow::anyhow!("invalid configuration: email.smtp.ca_file is not a PEM certificate: {e}")
                         })?;
                         builder = builder.add_root_certificate(cert);
@@ -65,25 +70,35 @@ impl EmailTransport {
                         anyhow::anyhow!("invalid configuration: email.smtp TLS settings: {e}")
                     })
                 };
-                let tls = match s.tls {
-                    TlsMode::None => Tls::None,
-                    TlsMode::Starttls => Tls::Required(tls_params()?),
-                    TlsMode::Tls => Tls::Wrapper(tls_params()?),
+                let security = match s.tls {
+                    TlsMode::None => Security::Plain,
+                    TlsMode::Starttls => Security::StartTls(starttls_params()?),
+                    TlsMode::Tls => {
+                        let (connector, server_name) =
+                            smtp::implicit_tls(&s.host, ca_pem.as_deref()).map_err(|e| {
+                                anyhow::anyhow!(
+                                    "invalid configuration: email.smtp TLS settings: {e}"
+                                )
+                            })?;
+                        Security::Implicit {
+                            connector,
+                            server_name,
+                        }
+                    }
                 };
                 let timeout = Duration::from_secs(s.timeout_secs.max(1));
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
-                    .port(s.port)
-                    .tls(tls)
-                    .timeout(Some(timeout))
-                    .pool_config(PoolConfig::new().max_size(s.pool_size));
-                if !s.username.is_empty() {
-                    builder = builder.credentials(Credentials::new(
-                        s.username.clone(),
-                        s.password.expose_secret().to_string(),
-                    ));
-                }
+                let credentials = (!s.username.is_empty()).then(|| {
+                    Credentials::new(s.username.clone(), s.password.expose_secret().to_string())
+                });
                 Ok(EmailTransport::Smtp {
-                    transport: builder.build(),
+                    pool: Box::new(SmtpPool::new(SmtpSettings {
+                        host: s.host.clone(),
+                        port: s.port,
+                        security,
+                        credentials,
+                        connect_timeout: timeout,
+                        size: config.smtp_pool_size(),
+                    })),
                     from,
                     timeout,
                 })
@@ -118,17 +133,18 @@ impl EmailTransport {
                         reason: format!("writing message file in {}: {e}", dir.display()),
                     })
             }
-            EmailTransport::Smtp {
-                transport, timeout, ..
-            } => {
-                // The transport's own timeout covers each command; this bounds the
-                // whole exchange so a stalled relay cannot hold a worker slot.
-                match tokio::time::timeout(*timeout * 4, transport.send(message)).await {
+            EmailTransport::Smtp { pool, timeout, .. } => {
+                // Bounds the whole exchange so a stalled relay cannot hold a slot.
+                let bytes = message.formatted();
+                match tokio::time::timeout(*timeout, pool.send(message.envelope(), &bytes)).await {
                     Err(_) => Err(Failure::Retryable {
                         reason: "SMTP exchange timed out".into(),
                     }),
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(classify_smtp(&e)),
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(SendError::Relay(e))) => Err(classify_smtp(&e)),
+                    Ok(Err(e)) => Err(Failure::Retryable {
+                        reason: e.to_string(),
+                    }),
                 }
             }
         }

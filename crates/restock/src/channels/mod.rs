@@ -4,6 +4,7 @@
 //! ([`restock_core::retry::Failure`]) so dispatch can decide without parsing text.
 
 pub mod email;
+pub mod smtp;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

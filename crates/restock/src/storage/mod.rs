@@ -64,6 +64,11 @@ pub(crate) trait Dialect {
 
     /// A comma-separated aggregate of `expr` over a group.
     fn string_agg(&self, expr: &str) -> String;
+
+    /// A FROM-clause source of the elements of a JSON array bound at `param`, one row
+    /// each, as a column `value` holding JSON (read fields with `value ->> k`). Lets a
+    /// batch travel as one parameter on both databases.
+    fn json_rows(&self, param: &str) -> String;
 }
 
 impl Dialect for SqlitePool {
@@ -80,6 +85,10 @@ impl Dialect for SqlitePool {
     fn string_agg(&self, expr: &str) -> String {
         format!("group_concat({expr}, ',')")
     }
+
+    fn json_rows(&self, param: &str) -> String {
+        format!("json_each({param})")
+    }
 }
 
 impl Dialect for PgPool {
@@ -95,6 +104,10 @@ impl Dialect for PgPool {
 
     fn string_agg(&self, expr: &str) -> String {
         format!("string_agg({expr}, ',')")
+    }
+
+    fn json_rows(&self, param: &str) -> String {
+        format!("json_array_elements({param}::json) AS json_rows(value)")
     }
 }
 

@@ -37,7 +37,8 @@ pub enum Replay {
     NotReplayable(String),
 }
 
-/// Everything a message about one notification shows, read right before sending.
+/// Everything a message about one notification shows, read once per batch for each
+/// restock the batch's notifications belong to.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MessageContext {
     pub store_name: String,
@@ -58,14 +59,23 @@ pub struct MessageContext {
     pub available_until: Option<i64>,
 }
 
-/// What the last check before a send reads, next to the message's content.
+/// What the last check before a send reads about a restock, beside its message.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SendFactsRow {
+pub struct RestockFacts {
+    pub restock_event_id: i64,
     /// When the restock was recorded (for the restock-to-send latency).
     pub restock_at: i64,
     pub policy: Option<String>,
     pub category: Option<String>,
     pub scope_in_stock: bool,
+    #[sqlx(flatten)]
+    pub message: MessageContext,
+}
+
+/// What the last check before a send reads about one notification's shopper.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShopperFacts {
+    pub notification_id: i64,
     pub live_subscriptions: i64,
     pub opted_out_at: Option<i64>,
     pub opt_outs: Option<String>,
@@ -75,6 +85,46 @@ pub struct SendFactsRow {
     pub contact_suppressed_at: Option<i64>,
     pub bought: i64,
     pub clicked: i64,
+}
+
+/// The facts for a batch of claimed notifications, read in three queries.
+#[derive(Debug, Default)]
+pub struct BatchFacts {
+    /// By restock event.
+    pub restocks: std::collections::HashMap<i64, std::sync::Arc<RestockFacts>>,
+    /// By notification.
+    pub shoppers: std::collections::HashMap<i64, ShopperFacts>,
+    /// Back-in-stock messages sent to each shopper since the `sent_since` given.
+    pub sent_times: std::collections::HashMap<i64, Vec<i64>>,
+}
+
+/// What to write for one claimed notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Accepted by the channel; for an alert, its reminder due then (if any).
+    Sent { reminder_at: Option<i64> },
+    /// Back to pending, due again then.
+    Retry { due_at: i64, error: String },
+    /// Terminal: `failed`, `dead` or `skipped`.
+    Final {
+        state: &'static str,
+        reason: Option<&'static str>,
+        error: String,
+    },
+    /// Not now (quiet hours, the frequency cap): the attempt is not counted.
+    Deferred { due_at: i64, reason: &'static str },
+    /// A permanent failure: the address is suppressed, its other pending messages skipped.
+    FailedAndSuppress { error: String },
+    /// Given back unattempted (the worker is stopping).
+    Release,
+}
+
+/// One outcome to record, fenced by the attempt that claimed the row.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub n: Claimed,
+    pub write: Write,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
@@ -124,10 +174,14 @@ impl Db {
     pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
         with_pool!(self, pool => {
             // The only dynamic part is the dialect's static locking clause.
+            // MATERIALIZED: the chosen rows are picked once. As a plain `IN (SELECT
+            // ... LIMIT n FOR UPDATE SKIP LOCKED)`, PostgreSQL may run the subquery
+            // more than once and claim more than `limit` rows.
             let sql = format!(
-                "UPDATE notifications SET state = 'running', attempts = attempts + 1, lease_until = $2, updated_at = $1 \
-                 WHERE id IN (SELECT id FROM notifications WHERE state = 'pending' AND due_at <= $1 \
+                "WITH chosen AS MATERIALIZED (SELECT id FROM notifications WHERE state = 'pending' AND due_at <= $1 \
                               ORDER BY due_at, id LIMIT $3 {}) \
+                 UPDATE notifications SET state = 'running', attempts = attempts + 1, lease_until = $2, updated_at = $1 \
+                 WHERE id IN (SELECT id FROM chosen) \
                  RETURNING {}",
                 pool.skip_locked(),
                 claim_columns!()
@@ -143,32 +197,58 @@ impl Db {
         })
     }
 
-    pub async fn message_context(
+    /// Reads what a batch of claimed notifications needs before sending, in three
+    /// queries whatever the batch size: each restock's message and facts once, each
+    /// notification's shopper facts, and (`sent_since`, for the frequency cap) the
+    /// shoppers' recent back-in-stock messages.
+    pub async fn batch_facts(
         &self,
-        n: &Claimed,
-    ) -> Result<Option<(MessageContext, SendFactsRow)>> {
+        claimed: &[Claimed],
+        sent_since: Option<i64>,
+    ) -> Result<BatchFacts> {
+        let mut out = BatchFacts::default();
+        if claimed.is_empty() {
+            return Ok(out);
+        }
+        let mut restocks: Vec<i64> = claimed.iter().map(|n| n.restock_event_id).collect();
+        restocks.sort_unstable();
+        restocks.dedup();
+        let mut shoppers: Vec<i64> = claimed.iter().map(|n| n.shopper_id).collect();
+        shoppers.sort_unstable();
+        shoppers.dedup();
+        let as_rows = |ids: &[i64]| {
+            serde_json::Value::from(ids.iter().map(|i| vec![*i]).collect::<Vec<_>>()).to_string()
+        };
+        let notification_ids: Vec<i64> = claimed.iter().map(|n| n.id).collect();
         with_pool!(self, pool => {
-            let ctx: Option<MessageContext> = sqlx::query_as(
-                "SELECT st.name AS store_name, p.title AS product_title, p.description AS product_description, \
+            let sql = format!(
+                "SELECT e.id AS restock_event_id, e.created_at AS restock_at, e.policy, c.handle AS category, \
+                        CASE WHEN e.market IS NULL THEN v.in_stock ELSE COALESCE((SELECT vm.in_stock FROM variant_markets vm \
+                             WHERE vm.variant_id = v.id AND vm.market = e.market), FALSE) END AS scope_in_stock, \
+                        st.name AS store_name, p.title AS product_title, p.description AS product_description, \
                         p.image_url AS product_image_url, p.url AS product_url, p.price_minor AS product_price_minor, \
                         p.currency, v.sku, v.title AS variant_title, v.options AS variant_options, \
                         v.price_minor AS variant_price_minor, v.image_url AS variant_image_url, v.url AS variant_url, \
                         v.in_stock, v.available, v.available_until \
-                 FROM variants v JOIN products p ON p.id = v.product_id JOIN stores st ON st.id = v.store_id \
-                 WHERE v.id = $1",
-            )
-            .bind(n.variant_id)
-            .fetch_optional(pool)
-            .await?;
-            let Some(ctx) = ctx else { return Ok(None) };
+                 FROM restock_events e JOIN variants v ON v.id = e.variant_id JOIN products p ON p.id = v.product_id \
+                 JOIN stores st ON st.id = v.store_id LEFT JOIN categories c ON c.id = p.category_id \
+                 WHERE e.id IN (SELECT CAST(value ->> 0 AS BIGINT) FROM {})",
+                pool.json_rows("$1")
+            );
+            let rows: Vec<RestockFacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(as_rows(&restocks))
+                .fetch_all(pool)
+                .await?;
+            out.restocks = rows
+                .into_iter()
+                .map(|r| (r.restock_event_id, std::sync::Arc::new(r)))
+                .collect();
             // Sign-ups a message may still answer: waiting ones for an alert; for a
             // reminder, the ones its alert fulfilled.
-            let live = if n.purpose == "reminder" { "notified" } else { "waiting" };
-            let facts: Option<SendFactsRow> = sqlx::query_as(
-                "SELECT e.created_at AS restock_at, e.policy, c.handle AS category, \
-                        CASE WHEN e.market IS NULL THEN v.in_stock ELSE COALESCE((SELECT vm.in_stock FROM variant_markets vm \
-                             WHERE vm.variant_id = v.id AND vm.market = e.market), FALSE) END AS scope_in_stock, \
-                        (SELECT COUNT(*) FROM subscriptions s WHERE s.id IN ($2, COALESCE($3, $2)) AND s.status = $4) AS live_subscriptions, \
+            let sql = format!(
+                "SELECT n.id AS notification_id, \
+                        (SELECT COUNT(*) FROM subscriptions s WHERE s.id IN (n.subscription_id, COALESCE(n.extra_subscription_id, n.subscription_id)) \
+                           AND s.status = CASE WHEN n.purpose = 'reminder' THEN 'notified' ELSE 'waiting' END) AS live_subscriptions, \
                         sh.opted_out_at, sh.opt_outs, sh.time_zone, \
                         cp.consent_at, cp.consent_withdrawn_at, cp.suppressed_at AS contact_suppressed_at, \
                         (SELECT COUNT(*) FROM order_lines ol WHERE ol.shopper_id = n.shopper_id \
@@ -176,231 +256,259 @@ impl Db {
                         (SELECT COUNT(*) FROM notifications a JOIN tracking_events t ON t.notification_id = a.id \
                            WHERE a.restock_event_id = n.restock_event_id AND a.shopper_id = n.shopper_id \
                              AND a.purpose = 'alert' AND t.kind = 'click') AS clicked \
-                 FROM notifications n JOIN restock_events e ON e.id = n.restock_event_id \
-                 JOIN variants v ON v.id = n.variant_id JOIN products p ON p.id = v.product_id \
-                 LEFT JOIN categories c ON c.id = p.category_id \
+                 FROM notifications n JOIN variants v ON v.id = n.variant_id \
                  JOIN shoppers sh ON sh.id = n.shopper_id \
                  LEFT JOIN contact_points cp ON cp.id = n.contact_point_id \
-                 WHERE n.id = $1",
-            )
-            .bind(n.id)
-            .bind(n.subscription_id)
-            .bind(n.extra_subscription_id)
-            .bind(live)
-            .fetch_optional(pool)
-            .await?;
-            Ok(facts.map(|f| (ctx, f)))
+                 WHERE n.id IN (SELECT CAST(value ->> 0 AS BIGINT) FROM {})",
+                pool.json_rows("$1")
+            );
+            let rows: Vec<ShopperFacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(as_rows(&notification_ids))
+                .fetch_all(pool)
+                .await?;
+            out.shoppers = rows.into_iter().map(|r| (r.notification_id, r)).collect();
+            if let Some(since) = sent_since {
+                let sql = format!(
+                    "SELECT shopper_id, sent_at FROM notifications WHERE state = 'done' \
+                       AND purpose IN ('alert', 'reminder') AND sent_at > $2 \
+                       AND shopper_id IN (SELECT CAST(value ->> 0 AS BIGINT) FROM {})",
+                    pool.json_rows("$1")
+                );
+                let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(as_rows(&shoppers))
+                    .bind(since)
+                    .fetch_all(pool)
+                    .await?;
+                for (shopper, at) in rows {
+                    out.sent_times.entry(shopper).or_default().push(at);
+                }
+            }
+            Ok(out)
         })
     }
 
-    /// The shopper's back-in-stock messages sent after `since` (the frequency cap).
-    pub async fn sent_times(&self, shopper: i64, since: i64) -> Result<Vec<i64>> {
+    /// Records a batch of outcomes in one write transaction (group commit), each
+    /// fenced by the attempt that claimed it: a row another attempt owns now is left
+    /// alone. Sends, the common case, are written set-wise. Returns, per record,
+    /// whether it was written.
+    pub async fn record_outcomes(&self, records: &[Record]) -> Result<Vec<bool>> {
+        let mut owned = vec![false; records.len()];
+        if records.is_empty() {
+            return Ok(owned);
+        }
+        let index: std::collections::HashMap<i64, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.n.id, i))
+            .collect();
+        let sent: Vec<&Record> = records
+            .iter()
+            .filter(|r| matches!(r.write, Write::Sent { .. }))
+            .collect();
+        let sent_rows = serde_json::Value::from(
+            sent.iter()
+                .map(|r| vec![r.n.id, r.n.attempts, r.at])
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
         with_pool!(self, pool => {
-            Ok(sqlx::query_scalar(
-                "SELECT sent_at FROM notifications WHERE shopper_id = $1 AND state = 'done' \
-                 AND purpose IN ('alert', 'reminder') AND sent_at > $2",
-            )
-            .bind(shopper)
-            .bind(since)
-            .fetch_all(pool)
-            .await?)
+            let mut tx = pool.begin_write().await?;
+            if !sent.is_empty() {
+                let sql = format!(
+                    "UPDATE notifications SET state = 'done', sent_at = j.nat, lease_until = NULL, last_error = NULL, updated_at = j.nat \
+                     FROM (SELECT CAST(value ->> 0 AS BIGINT) AS nid, CAST(value ->> 1 AS BIGINT) AS natt, \
+                                  CAST(value ->> 2 AS BIGINT) AS nat FROM {}) AS j \
+                     WHERE id = j.nid AND attempts = j.natt AND state IN ('running', 'pending') \
+                     RETURNING id",
+                    pool.json_rows("$1")
+                );
+                let done: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(&sent_rows)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut fulfilled = Vec::new();
+                let mut reminders = Vec::new();
+                for id in done {
+                    let Some(&i) = index.get(&id) else { continue };
+                    owned[i] = true;
+                    let r = &records[i];
+                    if r.n.purpose != "alert" {
+                        continue;
+                    }
+                    fulfilled.push(vec![r.n.subscription_id, r.at]);
+                    if let Some(extra) = r.n.extra_subscription_id {
+                        fulfilled.push(vec![extra, r.at]);
+                    }
+                    if let Write::Sent { reminder_at: Some(due) } = r.write {
+                        reminders.push(vec![r.n.id, due, r.at]);
+                    }
+                }
+                if !fulfilled.is_empty() {
+                    let sql = format!(
+                        "UPDATE subscriptions SET status = 'notified', notified_at = j.nat, updated_at = j.nat \
+                         FROM (SELECT CAST(value ->> 0 AS BIGINT) AS sid, CAST(value ->> 1 AS BIGINT) AS nat FROM {}) AS j \
+                         WHERE id = j.sid AND status = 'waiting'",
+                        pool.json_rows("$1")
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(serde_json::Value::from(fulfilled).to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if !reminders.is_empty() {
+                    let sql = format!(
+                        "INSERT INTO notifications (store_id, restock_event_id, shopper_id, subscription_id, \
+                           extra_subscription_id, variant_id, purpose, channel, contact_point_id, recipient, wave, \
+                           state, attempts, due_at, planned_at, updated_at) \
+                         SELECT n.store_id, n.restock_event_id, n.shopper_id, n.subscription_id, n.extra_subscription_id, \
+                           n.variant_id, 'reminder', n.channel, n.contact_point_id, n.recipient, n.wave, 'pending', 0, j.due, j.nat, j.nat \
+                         FROM notifications n JOIN (SELECT CAST(value ->> 0 AS BIGINT) AS nid, CAST(value ->> 1 AS BIGINT) AS due, \
+                                CAST(value ->> 2 AS BIGINT) AS nat FROM {}) AS j ON n.id = j.nid \
+                         WHERE TRUE ON CONFLICT DO NOTHING",
+                        pool.json_rows("$1")
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(serde_json::Value::from(reminders).to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for (i, r) in records.iter().enumerate() {
+                let n = &r.n;
+                let now = r.at;
+                let affected = match &r.write {
+                    Write::Sent { .. } => continue,
+                    Write::Retry { due_at, error } => sqlx::query(
+                        "UPDATE notifications SET state = 'pending', due_at = $3, lease_until = NULL, \
+                           last_error = $4, updated_at = $5 \
+                         WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
+                    )
+                    .bind(n.id)
+                    .bind(n.attempts)
+                    .bind(due_at)
+                    .bind(error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    Write::Final { state, reason, error } => sqlx::query(
+                        "UPDATE notifications SET state = $3, lease_until = NULL, \
+                           last_error = $4, updated_at = $5, reason = COALESCE($6, reason) \
+                         WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
+                    )
+                    .bind(n.id)
+                    .bind(n.attempts)
+                    .bind(*state)
+                    .bind(error)
+                    .bind(now)
+                    .bind(*reason)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    Write::Deferred { due_at, reason } => sqlx::query(
+                        "UPDATE notifications SET state = 'pending', attempts = attempts - 1, due_at = $3, reason = $4, \
+                           lease_until = NULL, updated_at = $5 \
+                         WHERE id = $1 AND state = 'running' AND attempts = $2",
+                    )
+                    .bind(n.id)
+                    .bind(n.attempts)
+                    .bind(due_at)
+                    .bind(*reason)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    Write::Release => sqlx::query(
+                        "UPDATE notifications SET state = 'pending', attempts = attempts - 1, lease_until = NULL, updated_at = $3 \
+                         WHERE id = $1 AND state = 'running' AND attempts = $2",
+                    )
+                    .bind(n.id)
+                    .bind(n.attempts)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    Write::FailedAndSuppress { error } => {
+                        let affected = sqlx::query(
+                            "UPDATE notifications SET state = 'failed', lease_until = NULL, last_error = $3, updated_at = $4 \
+                             WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
+                        )
+                        .bind(n.id)
+                        .bind(n.attempts)
+                        .bind(error)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if affected == 1 && let Some(contact) = n.contact_point_id {
+                            sqlx::query("UPDATE contact_points SET suppressed_at = $2, suppressed_reason = $3, updated_at = $2 WHERE id = $1")
+                                .bind(contact)
+                                .bind(now)
+                                .bind(error)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(
+                                "UPDATE notifications SET state = 'skipped', reason = 'suppressed', last_error = 'address suppressed', \
+                                   updated_at = $3 \
+                                 WHERE shopper_id = $1 AND contact_point_id = $2 AND state = 'pending'",
+                            )
+                            .bind(n.shopper_id)
+                            .bind(contact)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        affected
+                    }
+                };
+                owned[i] = affected == 1;
+            }
+            tx.commit().await?;
+            Ok(owned)
         })
     }
 
-    /// Sent: the notification is done and the sign-ups it answers fulfilled; for an
-    /// alert, its reminder (if the policy has one) is planned. Returns false if this
-    /// attempt no longer owns the row.
+    /// Extends the leases of claims this worker still holds (sends in flight or
+    /// outcomes not yet recorded), so a slow send is never taken over and sent twice.
+    /// Each is fenced by its attempt. Returns how many were extended.
+    pub async fn renew_leases(&self, held: &[(i64, i64)], lease_until: i64) -> Result<u64> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let rows =
+            serde_json::Value::from(held.iter().map(|(id, a)| vec![*id, *a]).collect::<Vec<_>>())
+                .to_string();
+        with_pool!(self, pool => {
+            let sql = format!(
+                "UPDATE notifications SET lease_until = $2 \
+                 FROM (SELECT CAST(value ->> 0 AS BIGINT) AS nid, CAST(value ->> 1 AS BIGINT) AS natt FROM {}) AS j \
+                 WHERE id = j.nid AND attempts = j.natt AND state = 'running'",
+                pool.json_rows("$1")
+            );
+            Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(rows)
+                .bind(lease_until)
+                .execute(pool)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    /// Records one send (see [`Db::record_outcomes`]).
     pub async fn record_sent(
         &self,
         n: &Claimed,
         now: i64,
         reminder_at: Option<i64>,
     ) -> Result<bool> {
-        with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let owned = sqlx::query(
-                "UPDATE notifications SET state = 'done', sent_at = $3, lease_until = NULL, last_error = NULL, updated_at = $3 \
-                 WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
-            )
-            .bind(n.id)
-            .bind(n.attempts)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if owned && n.purpose == "alert" {
-                sqlx::query(
-                    "UPDATE subscriptions SET status = 'notified', notified_at = $3, updated_at = $3 \
-                     WHERE id IN ($1, COALESCE($2, $1)) AND status = 'waiting'",
-                )
-                .bind(n.subscription_id)
-                .bind(n.extra_subscription_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(due) = reminder_at {
-                    sqlx::query(
-                        "INSERT INTO notifications (store_id, restock_event_id, shopper_id, subscription_id, \
-                           extra_subscription_id, variant_id, purpose, channel, contact_point_id, recipient, wave, \
-                           state, attempts, due_at, planned_at, updated_at) \
-                         SELECT store_id, restock_event_id, shopper_id, subscription_id, extra_subscription_id, variant_id, \
-                           'reminder', channel, contact_point_id, recipient, wave, 'pending', 0, $2, $3, $3 \
-                         FROM notifications WHERE id = $1 ON CONFLICT DO NOTHING",
-                    )
-                    .bind(n.id)
-                    .bind(due)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            tx.commit().await?;
-            Ok(owned)
-        })
-    }
-
-    /// Not now (quiet hours, the frequency cap): back to pending, due at `due_at`,
-    /// the attempt not counted.
-    pub async fn record_deferred(
-        &self,
-        n: &Claimed,
-        due_at: i64,
-        reason: &str,
-        now: i64,
-    ) -> Result<bool> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query(
-                "UPDATE notifications SET state = 'pending', attempts = attempts - 1, due_at = $3, reason = $4, \
-                   lease_until = NULL, updated_at = $5 \
-                 WHERE id = $1 AND state = 'running' AND attempts = $2",
-            )
-            .bind(n.id)
-            .bind(n.attempts)
-            .bind(due_at)
-            .bind(reason)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected()
-                == 1)
-        })
-    }
-
-    /// Gives a claim back unattempted (the worker is stopping).
-    pub async fn release_claim(&self, n: &Claimed, now: i64) -> Result<bool> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query(
-                "UPDATE notifications SET state = 'pending', attempts = attempts - 1, lease_until = NULL, updated_at = $3 \
-                 WHERE id = $1 AND state = 'running' AND attempts = $2",
-            )
-            .bind(n.id)
-            .bind(n.attempts)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected()
-                == 1)
-        })
-    }
-
-    /// Back to pending, due again at `due_at`.
-    pub async fn record_retry(
-        &self,
-        n: &Claimed,
-        due_at: i64,
-        error: &str,
-        now: i64,
-    ) -> Result<bool> {
-        self.record_state(n, "pending", Some(due_at), None, error, now)
-            .await
-    }
-
-    /// Terminal states: `failed` (permanent), `dead` (retries exhausted), `skipped`
-    /// (not sendable any more: sold out again, unsubscribed, suppressed).
-    pub async fn record_final(
-        &self,
-        n: &Claimed,
-        state: &str,
-        reason: Option<&str>,
-        error: &str,
-        now: i64,
-    ) -> Result<bool> {
-        self.record_state(n, state, None, reason, error, now).await
-    }
-
-    async fn record_state(
-        &self,
-        n: &Claimed,
-        state: &str,
-        due_at: Option<i64>,
-        reason: Option<&str>,
-        error: &str,
-        now: i64,
-    ) -> Result<bool> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query(
-                "UPDATE notifications SET state = $3, due_at = COALESCE($4, due_at), lease_until = NULL, \
-                   last_error = $5, updated_at = $6, reason = COALESCE($7, reason) \
-                 WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
-            )
-            .bind(n.id)
-            .bind(n.attempts)
-            .bind(state)
-            .bind(due_at)
-            .bind(error)
-            .bind(now)
-            .bind(reason)
-            .execute(pool)
-            .await?
-            .rows_affected()
-                == 1)
-        })
-    }
-
-    /// A permanent failure: the notification failed and the address is suppressed,
-    /// with its other pending notifications skipped.
-    pub async fn record_failed_and_suppress(
-        &self,
-        n: &Claimed,
-        error: &str,
-        now: i64,
-    ) -> Result<bool> {
-        with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let owned = sqlx::query(
-                "UPDATE notifications SET state = 'failed', lease_until = NULL, last_error = $3, updated_at = $4 \
-                 WHERE id = $1 AND state IN ('running', 'pending') AND attempts = $2",
-            )
-            .bind(n.id)
-            .bind(n.attempts)
-            .bind(error)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if owned && let Some(contact) = n.contact_point_id {
-                sqlx::query("UPDATE contact_points SET suppressed_at = $2, suppressed_reason = $3, updated_at = $2 WHERE id = $1")
-                    .bind(contact)
-                    .bind(now)
-                    .bind(error)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE notifications SET state = 'skipped', reason = 'suppressed', last_error = 'address suppressed', \
-                       updated_at = $3 \
-                     WHERE shopper_id = $1 AND contact_point_id = $2 AND state = 'pending'",
-                )
-                .bind(n.shopper_id)
-                .bind(contact)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(owned)
-        })
+        let owned = self
+            .record_outcomes(&[Record {
+                n: n.clone(),
+                write: Write::Sent { reminder_at },
+                at: now,
+            }])
+            .await?;
+        Ok(owned.first().copied().unwrap_or(false))
     }
 
     pub async fn notifications(

@@ -189,7 +189,7 @@ async fn postgres_restarting_mid_delivery_loses_and_duplicates_nothing() {
     let db = Db::connect(&config.database).await.expect("connects");
     db.migrate().await.expect("migrates");
     let email = EmailChannel::Transport(Arc::new(
-        EmailTransport::from_config(&config.email).expect("transport"),
+        EmailTransport::from_config(&config).expect("transport"),
     ));
     let app = App::new(config, db, Clock::System, email)
         .await

@@ -186,7 +186,7 @@ impl TestApp {
         );
         let config = Config::from_layers(&[&base, extra_config]).expect("test config");
         let email = EmailChannel::Transport(Arc::new(
-            EmailTransport::from_config(&config.email).expect("email transport"),
+            EmailTransport::from_config(&config).expect("email transport"),
         ));
         let app = App::new(config, db.db.clone(), Clock::manual(T0), email)
             .await

@@ -99,7 +99,8 @@ impl SmtpSink {
         }
         cmd.arg("-d")
             .arg(format!("{}/msg-%s.", dir.path().display()));
-        cmd.arg(format!("127.0.0.1:{port}")).arg("64");
+        // A listen backlog large enough for a worker opening hundreds of sessions at once.
+        cmd.arg(format!("127.0.0.1:{port}")).arg("1024");
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let child = cmd.spawn().expect("start smtp-sink");
         let sink = SmtpSink { port, dir, child };
