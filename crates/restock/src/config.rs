@@ -217,6 +217,34 @@ mod tests {
     }
 
     #[test]
+    fn the_smtp_pool_follows_the_concurrency_and_a_smaller_one_is_refused() {
+        let smtp = "[email]\ntransport = \"smtp\"\n";
+        let c = Config::from_defaults_and(&format!("{smtp}[dispatch]\nconcurrency = 40"))
+            .expect("valid");
+        assert_eq!(c.smtp_pool_size(), 40, "one connection per concurrent send");
+        let c = Config::from_defaults_and(&format!(
+            "{smtp}[email.smtp]\npool_size = 50\n[dispatch]\nconcurrency = 40"
+        ))
+        .expect("valid");
+        assert_eq!(c.smtp_pool_size(), 50);
+        let err = Config::from_defaults_and(&format!(
+            "{smtp}[email.smtp]\npool_size = 4\n[dispatch]\nconcurrency = 16"
+        ))
+        .expect_err("a pool below the concurrency cannot work");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("pool_size (4)") && msg.contains("concurrency (16)"),
+            "{msg}"
+        );
+        let err = Config::from_defaults_and(&format!(
+            "[dispatch]\nconcurrency = {}",
+            MAX_CONCURRENCY + 1
+        ))
+        .expect_err("too many");
+        assert!(err.to_string().contains("dispatch.concurrency"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err =
             Config::from_defaults_and("[dispatch]\nconcurrency = \"many\"").expect_err("invalid");

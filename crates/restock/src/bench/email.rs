@@ -2,7 +2,8 @@
 //! beside the raw limit of the same machine, measured in the same run.
 //!
 //! - SMTP: Postfix's `smtp-source` sending Restock's own rendered message to
-//!   `smtp-sink` on loopback (16 sessions, connections reused), against Restock's
+//!   `smtp-sink` on loopback over 16 sessions, both as it runs by default (a new
+//!   connection per message) and with `-d` (connections reused), against Restock's
 //!   dispatch worker sending a restock's notifications to the same sink.
 //! - A small restock end to end (stock update to the last message accepted) against
 //!   `smtp-source` sending the same number.
@@ -37,28 +38,35 @@ pub async fn run(db: &str, emails: u64, small: u64, files: u64) -> anyhow::Resul
         sample.len()
     );
 
-    let raw = smtp_source(sink.port, SESSIONS, emails, &message_file)?;
+    let raw = smtp_source(sink.port, SESSIONS, emails, &message_file, false)?;
+    let reused = smtp_source(sink.port, SESSIONS, emails, &message_file, true)?;
     let ours = restock_dispatch(db, sink.port, emails).await?;
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "  raw smtp-source, {SESSIONS} sessions, {emails} messages: {:.2} s ({:.0} /s)",
+        "  raw smtp-source, {SESSIONS} sessions, {emails} messages: {:.2} s ({:.0} /s); with -d (connections reused): {:.2} s ({:.0} /s)",
         raw.as_secs_f64(),
-        rate(emails, raw)
+        rate(emails, raw),
+        reused.as_secs_f64(),
+        rate(emails, reused)
     );
     println!(
-        "  Restock dispatch, default settings, {emails} notifications of one restock: {:.2} s ({:.0} /s), {:.0} % of raw",
+        "  Restock dispatch, default settings, {emails} notifications of one restock: {:.2} s ({:.0} /s), {:.0} % of raw, {:.0} % of raw with -d",
         ours.as_secs_f64(),
         rate(emails, ours),
-        100.0 * rate(emails, ours) / rate(emails, raw)
+        100.0 * rate(emails, ours) / rate(emails, raw),
+        100.0 * rate(emails, ours) / rate(emails, reused)
     );
 
-    let raw_small = smtp_source(sink.port, SESSIONS, small, &message_file)?;
+    let raw_small = smtp_source(sink.port, SESSIONS, small, &message_file, false)?;
+    let reused_small = smtp_source(sink.port, SESSIONS, small, &message_file, true)?;
     let ours_small = restock_end_to_end(db, sink.port, small).await?;
     println!(
-        "  a restock of {small} waiting, stock update to the last message accepted: {:.3} s; raw smtp-source {small}: {:.3} s; {:.2}x raw",
+        "  a restock of {small} waiting, stock update to the last message accepted: {:.3} s; raw smtp-source {small}: {:.3} s ({:.2}x), with -d {:.3} s ({:.2}x)",
         ours_small.as_secs_f64(),
         raw_small.as_secs_f64(),
-        ours_small.as_secs_f64() / raw_small.as_secs_f64()
+        ours_small.as_secs_f64() / raw_small.as_secs_f64(),
+        reused_small.as_secs_f64(),
+        ours_small.as_secs_f64() / reused_small.as_secs_f64()
     );
 
     println!("\nFile outbox (the embedded default), {files} messages:");
@@ -131,17 +139,22 @@ fn is_root() -> bool {
     })
 }
 
-/// `smtp-source -d`: `messages` over `sessions` connections kept open.
-fn smtp_source(port: u16, sessions: usize, messages: u64, file: &Path) -> anyhow::Result<Duration> {
+/// `smtp-source`: `messages` over `sessions` parallel sessions, a new connection per
+/// message as it runs by default, or (`reuse`, `-d`) connections kept open.
+fn smtp_source(
+    port: u16,
+    sessions: usize,
+    messages: u64,
+    file: &Path,
+    reuse: bool,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
-    let status = Command::new(postfix_tool("smtp-source")?)
-        .args([
-            "-d",
-            "-s",
-            &sessions.to_string(),
-            "-m",
-            &messages.to_string(),
-        ])
+    let mut cmd = Command::new(postfix_tool("smtp-source")?);
+    if reuse {
+        cmd.arg("-d");
+    }
+    let status = cmd
+        .args(["-s", &sessions.to_string(), "-m", &messages.to_string()])
         .arg("-F")
         .arg(file)
         .args([

@@ -367,7 +367,10 @@ impl Recorder {
 
 async fn record_groups(app: App, mut rx: mpsc::Receiver<(Record, oneshot::Sender<bool>)>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+    loop {
+        if rx.recv_many(&mut group, MAX_GROUP).await == 0 {
+            return;
+        }
         let (records, answers): (Vec<Record>, Vec<oneshot::Sender<bool>>) = group.drain(..).unzip();
         app.metrics.record_batch.observe(records.len() as f64);
         let first = records[0].n.id;

@@ -69,6 +69,11 @@ pub(crate) trait Dialect {
     /// each, as a column `value` holding JSON (read fields with `value ->> k`). Lets a
     /// batch travel as one parameter on both databases.
     fn json_rows(&self, param: &str) -> String;
+
+    /// `column` is one of the ids `subquery` returns, as a condition that looks each
+    /// id up in the column's index. (PostgreSQL plans a plain `IN (subquery)` of a
+    /// few ids as a hash join over the whole table.)
+    fn in_ids(&self, column: &str, subquery: &str) -> String;
 }
 
 impl Dialect for SqlitePool {
@@ -89,6 +94,10 @@ impl Dialect for SqlitePool {
     fn json_rows(&self, param: &str) -> String {
         format!("json_each({param})")
     }
+
+    fn in_ids(&self, column: &str, subquery: &str) -> String {
+        format!("{column} IN ({subquery})")
+    }
 }
 
 impl Dialect for PgPool {
@@ -108,6 +117,10 @@ impl Dialect for PgPool {
 
     fn json_rows(&self, param: &str) -> String {
         format!("json_array_elements({param}::json) AS json_rows(value)")
+    }
+
+    fn in_ids(&self, column: &str, subquery: &str) -> String {
+        format!("{column} = ANY(ARRAY({subquery}))")
     }
 }
 

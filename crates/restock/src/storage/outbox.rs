@@ -181,9 +181,10 @@ impl Db {
                 "WITH chosen AS MATERIALIZED (SELECT id FROM notifications WHERE state = 'pending' AND due_at <= $1 \
                               ORDER BY due_at, id LIMIT $3 {}) \
                  UPDATE notifications SET state = 'running', attempts = attempts + 1, lease_until = $2, updated_at = $1 \
-                 WHERE id IN (SELECT id FROM chosen) \
+                 WHERE {} \
                  RETURNING {}",
                 pool.skip_locked(),
+                pool.in_ids("id", "SELECT id FROM chosen"),
                 claim_columns!()
             );
             let mut rows: Vec<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -232,8 +233,8 @@ impl Db {
                         v.in_stock, v.available, v.available_until \
                  FROM restock_events e JOIN variants v ON v.id = e.variant_id JOIN products p ON p.id = v.product_id \
                  JOIN stores st ON st.id = v.store_id LEFT JOIN categories c ON c.id = p.category_id \
-                 WHERE e.id IN (SELECT CAST(value ->> 0 AS BIGINT) FROM {})",
-                pool.json_rows("$1")
+                 WHERE {}",
+                pool.in_ids("e.id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
             );
             let rows: Vec<RestockFacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(as_rows(&restocks))
@@ -259,8 +260,8 @@ impl Db {
                  FROM notifications n JOIN variants v ON v.id = n.variant_id \
                  JOIN shoppers sh ON sh.id = n.shopper_id \
                  LEFT JOIN contact_points cp ON cp.id = n.contact_point_id \
-                 WHERE n.id IN (SELECT CAST(value ->> 0 AS BIGINT) FROM {})",
-                pool.json_rows("$1")
+                 WHERE {}",
+                pool.in_ids("n.id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
             );
             let rows: Vec<ShopperFacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(as_rows(&notification_ids))
@@ -271,8 +272,8 @@ impl Db {
                 let sql = format!(
                     "SELECT shopper_id, sent_at FROM notifications WHERE state = 'done' \
                        AND purpose IN ('alert', 'reminder') AND sent_at > $2 \
-                       AND shopper_id IN (SELECT CAST(value ->> 0 AS BIGINT) FROM {})",
-                    pool.json_rows("$1")
+                       AND {}",
+                    pool.in_ids("shopper_id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
                 );
                 let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(as_rows(&shoppers))
