@@ -27,6 +27,7 @@ mod schema_parity;
 mod shopify_webhook;
 mod slow_clients;
 mod stock_and_planning;
+mod stock_batches;
 mod store_isolation;
 mod storefront_api;
 mod tracking;
