@@ -25,6 +25,7 @@ mod packaging;
 mod planning_properties;
 mod schema_parity;
 mod shopify_webhook;
+mod signup_groups;
 mod slow_clients;
 mod stock_and_planning;
 mod stock_batches;
