@@ -575,7 +575,7 @@ impl TxOps for sqlx::Transaction<'_, sqlx::Postgres> {
         }
         let mut facts = Facts {
             variants: sqlx::query_as(concat_variant_sql!(
-                "WHERE v.id = ANY($1) ORDER BY v.id FOR UPDATE OF v"
+                "WHERE v.id IN (SELECT unnest($1::bigint[])) ORDER BY v.id FOR UPDATE OF v"
             ))
             .bind(&ids)
             .fetch_all(&mut **self)
@@ -583,8 +583,8 @@ impl TxOps for sqlx::Transaction<'_, sqlx::Postgres> {
             ..Facts::default()
         };
         let levels: Vec<LevelRowFacts> = sqlx::query_as(
-            "SELECT variant_id, location, available, reserved, available_until, observed_at \
-             FROM stock_levels WHERE variant_id = ANY($1)",
+            "SELECT l.variant_id, l.location, l.available, l.reserved, l.available_until, l.observed_at \
+             FROM UNNEST($1::bigint[]) AS u(id) JOIN stock_levels l ON l.variant_id = u.id",
         )
         .bind(&ids)
         .fetch_all(&mut **self)
@@ -632,7 +632,8 @@ impl TxOps for sqlx::Transaction<'_, sqlx::Postgres> {
                     .push(l);
             }
             let state: Vec<(i64, String, bool)> = sqlx::query_as(
-                "SELECT variant_id, market, in_stock FROM variant_markets WHERE variant_id = ANY($1)",
+                "SELECT m.variant_id, m.market, m.in_stock \
+                 FROM UNNEST($1::bigint[]) AS u(id) JOIN variant_markets m ON m.variant_id = u.id",
             )
             .bind(&ids)
             .fetch_all(&mut **self)
@@ -1011,7 +1012,8 @@ impl Db {
                 // order) touching the same variants waits, then reads what this one
                 // wrote, so neither applies an update older than the other's.
                 let found: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT id, sku FROM variants WHERE store_id = $1 AND sku = ANY($2) ORDER BY id FOR UPDATE",
+                    "SELECT id, sku FROM variants WHERE store_id = $1 AND sku IN (SELECT unnest($2::text[])) \
+                     ORDER BY id FOR UPDATE",
                 )
                 .bind(store.0)
                 .bind(&skus)
@@ -1022,8 +1024,8 @@ impl Db {
                 reject_unknown!(tx, variant_ids);
                 let ids: Vec<i64> = variant_ids.values().copied().collect();
                 let stored = sqlx::query_as(
-                    "SELECT variant_id, location, observed_at, sequence, available FROM stock_levels \
-                     WHERE variant_id = ANY($1)",
+                    "SELECT l.variant_id, l.location, l.observed_at, l.sequence, l.available \
+                     FROM UNNEST($1::bigint[]) AS u(id) JOIN stock_levels l ON l.variant_id = u.id",
                 )
                 .bind(&ids)
                 .fetch_all(&mut *tx)
