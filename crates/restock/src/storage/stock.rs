@@ -913,8 +913,10 @@ impl Db {
             .collect::<BTreeSet<&str>>()
             .into_iter()
             .collect();
+        // Input the caller could not parse is kept too; then each touched variant is
+        // judged once, on its levels after the batch.
         macro_rules! finish {
-            ($tx:ident, $variant_ids:ident, $writes:ident, $touched:ident) => {
+            ($tx:ident, $touched:ident) => {
                 for r in rejected {
                     out.rejection_ids.push($tx.insert_rejection(r, now).await?);
                 }
@@ -1004,7 +1006,7 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 }
-                finish!(tx, variant_ids, writes, touched);
+                finish!(tx, touched);
             }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin_write().await?;
@@ -1057,7 +1059,7 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 }
-                finish!(tx, variant_ids, writes, touched);
+                finish!(tx, touched);
             }
         }
         Ok(out)
