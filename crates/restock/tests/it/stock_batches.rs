@@ -415,3 +415,79 @@ fn a_batch_applies_as_its_pieces_do_on_sqlite() {
 fn a_batch_applies_as_its_pieces_do_on_postgres() {
     check(Backend::Postgres);
 }
+
+both_dbs!(
+    concurrent_batches_on_the_same_variants_end_at_the_newest,
+    |backend: Backend| async move {
+        let t = TestDb::new(backend).await;
+        let db = &t.db;
+        let store = seed(db).await;
+        for round in 0..10i64 {
+            let at = 10 + round * 10;
+            let items = |available: i64, observed_at: i64| -> Vec<StockUpdate> {
+                (0..VARIANTS)
+                    .map(|v| {
+                        update(
+                            &Item {
+                                variant: v,
+                                location: 0,
+                                available,
+                                reserved: 0,
+                                observed_at,
+                                sequence: None,
+                            },
+                            0,
+                        )
+                    })
+                    .collect()
+            };
+            // Back in stock, and (newer) sold out again, racing; the sold-out batch
+            // lists the variants in the other order.
+            let up = items(6, at + 1);
+            let mut down = items(0, at + 2);
+            down.reverse();
+            let (a, b) = tokio::join!(
+                db.apply_stock_batch(store, "test", &up, &[], at),
+                db.apply_stock_batch(store, "test", &down, &[], at),
+            );
+            let (a, b) = (a.expect("up"), b.expect("down"));
+            assert_eq!(b.applied, VARIANTS as u64, "the newest always applies");
+            assert_eq!(a.applied + a.stale, VARIANTS as u64);
+            let snap = snapshot(db, store).await;
+            for v in 0..VARIANTS {
+                let sku = format!("\"V{v}\"");
+                let level = snap
+                    .levels
+                    .iter()
+                    .find(|l| l.starts_with(&format!("({sku}, \"l0\"")))
+                    .expect("level");
+                assert!(
+                    level.contains(&format!("\"l0\", 0, 0, {}", at + 2)),
+                    "{level}"
+                );
+                let state = snap
+                    .states
+                    .iter()
+                    .find(|s| s.starts_with(&format!("({sku},")))
+                    .expect("state");
+                assert!(state.contains(", 0, false,"), "round {round}: {state}");
+                // Whatever the interleaving, each restock was followed by its sold-out.
+                let transitions: Vec<&String> = snap
+                    .events
+                    .iter()
+                    .filter(|e| e.starts_with(&format!("({sku}, None, \"")))
+                    .collect();
+                let ins = transitions
+                    .iter()
+                    .filter(|e| e.contains("\"in_stock\""))
+                    .count();
+                let outs = transitions
+                    .iter()
+                    .filter(|e| e.contains("\"out_of_stock\""))
+                    .count();
+                assert_eq!(ins, outs, "round {round}: {transitions:?}");
+            }
+        }
+        t.cleanup().await;
+    }
+);
