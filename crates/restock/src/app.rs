@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::render::Renderer;
 use crate::secrets::SecretBox;
 use crate::storage::Db;
+use crate::storage::signup_writer::SignUpWriter;
 use crate::util::Clock;
 
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct App {
 pub struct AppInner {
     pub config: Config,
     pub db: Db,
+    /// Where sign-ups are written (grouped on SQLite).
+    pub signups: SignUpWriter,
     pub clock: Clock,
     pub signer: Signer,
     pub metrics: Metrics,
@@ -76,6 +79,7 @@ impl App {
             inner: Arc::new(AppInner {
                 public_host,
                 config,
+                signups: SignUpWriter::start(db.clone()),
                 db,
                 clock,
                 signer: Signer::new(key.as_bytes()),

@@ -18,6 +18,9 @@ use crate::storage::catalog::{ProductInput, VariantInput};
 use crate::storage::stores::NewStore;
 use crate::util::Clock;
 
+mod email;
+mod intake;
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// "sqlite" (a temporary file) or a postgres:// URL (a fresh schema is used and dropped).
@@ -47,9 +50,16 @@ pub struct BenchArgs {
     /// (comma separated, ascending), instead of the planning and latency runs.
     #[arg(long, value_delimiter = ',')]
     pub metrics_at: Vec<u64>,
+    /// Only time stock updates in batches of 1,000 (see bench/intake.rs).
+    #[arg(long)]
+    pub stock_throughput: bool,
+    /// Only time storefront sign-ups from 16 concurrent clients (see bench/intake.rs).
+    #[arg(long)]
+    pub signups: bool,
+    /// Sign-ups to send with --signups.
+    #[arg(long, default_value_t = 4_000)]
+    pub signup_requests: u64,
 }
-
-mod email;
 
 struct BenchDb {
     db: Db,
@@ -193,6 +203,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.file_messages,
         )
         .await;
+    }
+    if args.stock_throughput || args.signups {
+        return intake::run(&args).await;
     }
     for &n in &args.subscribers {
         let b = fresh_db(&args.db).await?;

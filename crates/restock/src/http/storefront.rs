@@ -258,7 +258,7 @@ async fn subscribe_inner(
     };
     signup_answer(
         app,
-        app.db
+        app.signups
             .subscribe(store.store_id(), &signup, app.now())
             .await?,
     )
@@ -317,7 +317,12 @@ pub async fn resolve_target(
                         format!("no variant with SKU {sku:?}"),
                     )
                 })?;
-            if app.db.in_stock_in(VariantId(v.id), market).await? {
+            // The variant's own state came with it; a market's is read.
+            let in_stock = match market {
+                None => v.in_stock,
+                Some(_) => app.db.in_stock_in(VariantId(v.id), market).await?,
+            };
+            if in_stock {
                 return Err(ApiError::new(
                     ErrorCode::InStock,
                     "this variant is in stock: it can be bought now",

@@ -139,7 +139,10 @@ pub async fn create_subscription(
         time_zone,
         anonymous: false,
     };
-    let (status, body) = signup_answer(&app, app.db.subscribe(store, &signup, app.now()).await?)?;
+    let (status, body) = signup_answer(
+        &app,
+        app.signups.subscribe(store, &signup, app.now()).await?,
+    )?;
     Ok((status, Json(body)))
 }
 

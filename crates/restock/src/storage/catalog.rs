@@ -245,10 +245,8 @@ impl Db {
                 .await?;
                 touched.push(vid);
             }
-            let mut restocks = Vec::new();
-            for vid in touched {
-                restocks.extend(tx.evaluate_variant(VariantId(vid), "catalog", now).await?);
-            }
+            let touched: Vec<VariantId> = touched.into_iter().map(VariantId).collect();
+            let restocks = tx.evaluate_variants(&touched, "catalog", now).await?;
             tx.commit().await?;
             Ok((ProductId(product_id), restocks))
         })

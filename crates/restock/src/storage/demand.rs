@@ -170,12 +170,13 @@ macro_rules! shopper_columns {
 
 /// Finds the shopper an email address belongs to at a store, creating the shopper
 /// and the contact point if none does. Returns (shopper, contact point, suppressed,
-/// opted out of everything).
+/// opted out of everything, narrower opt-outs, created now). A new contact point is
+/// created consented to at `$now`: the caller records the consent it was given.
 macro_rules! shopper_for_email {
     ($tx:expr, $store:expr, $email:expr, $now:expr) => {{
         let key = $email.identity_key();
-        let found: Option<(i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT cp.shopper_id, cp.id, cp.suppressed_at, sh.opted_out_at FROM contact_points cp \
+        let found: Option<(i64, i64, Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT cp.shopper_id, cp.id, cp.suppressed_at, sh.opted_out_at, sh.opt_outs FROM contact_points cp \
              JOIN shoppers sh ON sh.id = cp.shopper_id \
              WHERE cp.store_id = $1 AND cp.channel = 'email' AND cp.address_key = $2",
         )
@@ -184,7 +185,9 @@ macro_rules! shopper_for_email {
         .fetch_optional(&mut *$tx)
         .await?;
         match found {
-            Some(f) => f,
+            Some((shopper, contact, suppressed, opted_out, opt_outs)) => {
+                (shopper, contact, suppressed, opted_out, opt_outs, false)
+            }
             None => {
                 let shopper: i64 = sqlx::query_scalar(
                     "INSERT INTO shoppers (store_id, created_at, updated_at) VALUES ($1, $2, $2) RETURNING id",
@@ -194,8 +197,8 @@ macro_rules! shopper_for_email {
                 .fetch_one(&mut *$tx)
                 .await?;
                 let contact: i64 = sqlx::query_scalar(
-                    "INSERT INTO contact_points (store_id, shopper_id, channel, address, address_key, created_at, updated_at) \
-                     VALUES ($1, $2, 'email', $3, $4, $5, $5) RETURNING id",
+                    "INSERT INTO contact_points (store_id, shopper_id, channel, address, address_key, consent_at, created_at, updated_at) \
+                     VALUES ($1, $2, 'email', $3, $4, $5, $5, $5) RETURNING id",
                 )
                 .bind($store.0)
                 .bind(shopper)
@@ -204,7 +207,7 @@ macro_rules! shopper_for_email {
                 .bind($now)
                 .fetch_one(&mut *$tx)
                 .await?;
-                (shopper, contact, None, None)
+                (shopper, contact, None, None, None, true)
             }
         }
     }};
@@ -213,6 +216,10 @@ macro_rules! shopper_for_email {
 /// Records a consent (given or withdrawn) and makes it the contact point's state.
 macro_rules! record_consent {
     ($tx:expr, $store:expr, $shopper:expr, $contact:expr, $channel:expr, $granted:expr, $c:expr, $now:expr) => {{
+        record_consent!($tx, $store, $shopper, $contact, $channel, $granted, $c, $now, true)
+    }};
+    // `$update`: false when the contact point already carries this consent's state.
+    ($tx:expr, $store:expr, $shopper:expr, $contact:expr, $channel:expr, $granted:expr, $c:expr, $now:expr, $update:expr) => {{
         sqlx::query(
             "INSERT INTO consents (store_id, shopper_id, contact_point_id, channel, granted, text, source, ip, user_agent, at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -229,48 +236,48 @@ macro_rules! record_consent {
         .bind($now)
         .execute(&mut *$tx)
         .await?;
-        sqlx::query(
-            "UPDATE contact_points SET consent_at = CASE WHEN $2 THEN $3 ELSE consent_at END, \
-               consent_withdrawn_at = CASE WHEN $2 THEN NULL ELSE $3 END, updated_at = $3 \
-             WHERE id = $1",
-        )
-        .bind($contact)
-        .bind($granted)
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?;
+        if $update {
+            sqlx::query(
+                "UPDATE contact_points SET consent_at = CASE WHEN $2 THEN $3 ELSE consent_at END, \
+                   consent_withdrawn_at = CASE WHEN $2 THEN NULL ELSE $3 END, updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind($contact)
+            .bind($granted)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
     }};
 }
 
-impl Db {
-    /// Signs a shopper up: finds (or creates) the shopper by their address, records
-    /// their consent to email, and adds the sign-up — or renews the one waiting.
-    pub async fn subscribe(
-        &self,
-        store: StoreId,
-        s: &SignUp,
-        now: i64,
-    ) -> Result<SubscribeOutcome> {
-        let (product, variant) = match s.target {
-            Target::Variant { product, variant } => (product, Some(variant.0)),
-            Target::Product(product) => (product, None),
-        };
-        let market = s.market.as_ref().map(|m| m.as_str().to_string());
-        with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let (shopper, contact, suppressed, opted_out) = shopper_for_email!(tx, store, s.email, now);
+/// One sign-up inside the caller's transaction (`$tx`), as an async block: finds
+/// (or creates) the shopper by their address, records their consent to email, and
+/// adds the sign-up or renews the one waiting. Shared by the one-at-a-time and the
+/// grouped paths so both decide alike.
+macro_rules! subscribe_in {
+    ($tx:ident, $store:expr, $s:expr, $now:expr) => {{
+        let (store, s, now): (StoreId, &SignUp, i64) = ($store, $s, $now);
+        async {
+            let (product, variant) = match s.target {
+                Target::Variant { product, variant } => (product, Some(variant.0)),
+                Target::Product(product) => (product, None),
+            };
+            let market = s.market.as_ref().map(|m| m.as_str().to_string());
+            let (shopper, contact, suppressed, opted_out, narrow, created) =
+                shopper_for_email!($tx, store, s.email, now);
             if suppressed.is_some() {
-                return Ok(SubscribeOutcome::Suppressed);
+                return Ok::<_, super::StorageError>(SubscribeOutcome::Suppressed);
             }
             if opted_out.is_some() {
                 if s.anonymous {
-                    return Ok(SubscribeOutcome::ConfirmationRequired);
+                    return Ok::<_, super::StorageError>(SubscribeOutcome::ConfirmationRequired);
                 }
                 // The merchant vouches for a fresh consent: opted in again.
                 sqlx::query("UPDATE shoppers SET opted_out_at = NULL, updated_at = $2 WHERE id = $1")
                     .bind(shopper)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut *$tx)
                     .await?;
             }
             if let Some(tz) = s.time_zone {
@@ -278,15 +285,12 @@ impl Db {
                     .bind(shopper)
                     .bind(tz.name())
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut *$tx)
                     .await?;
             }
-            record_consent!(tx, store, shopper, contact, "email", true, s.consent, now);
+            // A contact point created just now already carries the consent's time.
+            record_consent!($tx, store, shopper, contact, "email", true, s.consent, now, !created);
             // Signing up by email is opting in to email: a channel opt-out is lifted.
-            let narrow: Option<String> = sqlx::query_scalar("SELECT opt_outs FROM shoppers WHERE id = $1")
-                .bind(shopper)
-                .fetch_one(&mut *tx)
-                .await?;
             if let Some(json) = narrow {
                 let mut o = parse_opt_outs(None, Some(&json));
                 if o.channels.contains(&Channel::Email) {
@@ -296,11 +300,12 @@ impl Db {
                         .bind(shopper)
                         .bind(json)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut *$tx)
                         .await?;
                 }
             }
-            let existing: Option<i64> = sqlx::query_scalar(
+            // A shopper created just now has no sign-ups to renew.
+            let existing: Option<i64> = if created { None } else { sqlx::query_scalar(
                 "SELECT id FROM subscriptions WHERE shopper_id = $1 AND product_id = $2 \
                  AND COALESCE(variant_id, 0) = COALESCE($3, 0) AND COALESCE(market, '') = COALESCE($4, '') \
                  AND status = 'waiting'",
@@ -309,14 +314,14 @@ impl Db {
             .bind(product.0)
             .bind(variant)
             .bind(market.as_deref())
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *$tx)
+            .await? };
             let outcome = match existing {
                 Some(id) => {
                     sqlx::query("UPDATE subscriptions SET last_signup_at = $2, updated_at = $2 WHERE id = $1")
                         .bind(id)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut *$tx)
                         .await?;
                     SubscribeOutcome::Merged(SubscriptionId(id), ShopperId(shopper))
                 }
@@ -333,13 +338,58 @@ impl Db {
                     .bind(market.as_deref())
                     .bind(&s.source)
                     .bind(now)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *$tx)
                     .await?;
                     SubscribeOutcome::Created(SubscriptionId(id), ShopperId(shopper))
                 }
             };
+            Ok::<_, super::StorageError>(outcome)
+        }
+        .await
+    }};
+}
+
+impl Db {
+    /// Signs a shopper up: finds (or creates) the shopper by their address, records
+    /// their consent to email, and adds the sign-up — or renews the one waiting.
+    pub async fn subscribe(
+        &self,
+        store: StoreId,
+        s: &SignUp,
+        now: i64,
+    ) -> Result<SubscribeOutcome> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let outcome = subscribe_in!(tx, store, s, now)?;
             tx.commit().await?;
             Ok(outcome)
+        })
+    }
+
+    /// Signs up several shoppers in one write transaction (SQLite's group commit:
+    /// one commit for the sign-ups waiting instead of one each), each answered with
+    /// its own outcome. `None` if one of them failed: then nothing was written, and
+    /// the caller signs each up on its own so that each gets its own answer (a
+    /// savepoint per sign-up would cost two statements each for a rare case).
+    pub async fn subscribe_group(
+        &self,
+        signups: &[(StoreId, &SignUp, i64)],
+    ) -> Result<Option<Vec<SubscribeOutcome>>> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let mut out = Vec::with_capacity(signups.len());
+            for &(store, s, now) in signups {
+                match subscribe_in!(tx, store, s, now) {
+                    Ok(outcome) => out.push(outcome),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a sign-up of a group failed; the group is rolled back");
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(Some(out))
         })
     }
 

@@ -58,10 +58,8 @@ impl Db {
             }
             touched.sort_unstable();
             touched.dedup();
-            let mut restocks = Vec::new();
-            for v in touched {
-                restocks.extend(tx.evaluate_variant(VariantId(v), "market", now).await?);
-            }
+            let touched: Vec<VariantId> = touched.into_iter().map(VariantId).collect();
+            let restocks = tx.evaluate_variants(&touched, "market", now).await?;
             tx.commit().await?;
             Ok(restocks)
         })

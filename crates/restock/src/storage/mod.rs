@@ -11,7 +11,8 @@
 //! (levels, the state machine's transitions and restock events), [`demand`]
 //! (shoppers, contact points, consents, preferences, sign-ups), [`orders`],
 //! [`planning`] (pages of waiting shoppers in, decisions out), [`outbox`] (claiming
-//! and recording sends), [`tracking`], [`rejections`] (dead-lettered input).
+//! and recording sends), [`tracking`], [`rejections`] (dead-lettered input), [`signup_writer`] (sign-ups
+//! committed in groups on SQLite).
 
 pub mod catalog;
 pub mod demand;
@@ -21,6 +22,7 @@ pub mod outbox;
 pub mod planning;
 pub mod rejections;
 pub mod retention;
+pub mod signup_writer;
 pub mod stock;
 pub mod stores;
 pub mod tracking;

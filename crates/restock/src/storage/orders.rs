@@ -178,10 +178,8 @@ impl Db {
             }
             // The order counts against stock until a source reports a level newer
             // than it: availability is judged again now.
-            let mut restocks = Vec::new();
-            for v in variants {
-                restocks.extend(tx.evaluate_variant(VariantId(v), "order", now).await?);
-            }
+            let variants: Vec<VariantId> = variants.into_iter().map(VariantId).collect();
+            let restocks = tx.evaluate_variants(&variants, "order", now).await?;
             tx.commit().await?;
             Ok(OrderOutcome::Recorded {
                 id: order_id,
