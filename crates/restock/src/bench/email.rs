@@ -40,7 +40,7 @@ pub async fn run(db: &str, emails: u64, small: u64, files: u64) -> anyhow::Resul
 
     let raw = smtp_source(sink.port, SESSIONS, emails, &message_file, false)?;
     let reused = smtp_source(sink.port, SESSIONS, emails, &message_file, true)?;
-    let ours = restock_dispatch(db, sink.port, emails).await?;
+    let ours = restock_dispatch(db, &smtp_to(sink.port), emails).await?;
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     println!(
         "  raw smtp-source, {SESSIONS} sessions, {emails} messages: {:.2} s ({:.0} /s); with -d (connections reused): {:.2} s ({:.0} /s)",
@@ -71,7 +71,11 @@ pub async fn run(db: &str, emails: u64, small: u64, files: u64) -> anyhow::Resul
 
     println!("\nFile outbox (the embedded default), {files} messages:");
     let raw_files = write_fsync_rename(&work.0.join("raw"), &sample, files)?;
-    let ours_files = restock_file_outbox(db, &work.0.join("outbox"), files).await?;
+    let file_outbox = format!(
+        "[email]\ntransport = \"file\"\nfile_dir = \"{}\"\n",
+        work.0.join("outbox").display()
+    );
+    let ours_files = restock_dispatch(db, &file_outbox, files).await?;
     println!(
         "  raw loop write + fsync + rename: {:.2} s ({:.0} /s)",
         raw_files.as_secs_f64(),
@@ -232,18 +236,14 @@ async fn wait_sent(app: &App, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `n` notifications of one restock, planned beforehand; the worker's time to send
-/// them all.
-async fn restock_dispatch(db: &str, port: u16, n: u64) -> anyhow::Result<Duration> {
+/// `n` notifications of one restock, planned beforehand, sent through `email` (a
+/// configuration section): the dispatch worker's time to send them all.
+async fn restock_dispatch(db: &str, email: &str, n: u64) -> anyhow::Result<Duration> {
     let b = fresh_db(db).await?;
     let (store, product, variant) = seed_store(&b.db, "email").await?;
     b.db.bench_seed_waiting_list(store, product, variant, n)
         .await?;
-    let app = app_with(
-        &b.db,
-        &format!("[email]\ntransport = \"smtp\"\n[email.smtp]\nport = {port}\n"),
-    )
-    .await?;
+    let app = app_with(&b.db, email).await?;
     restock(&app, store).await?;
     crate::planning::plan_due(&app).await?;
     let stop = CancellationToken::new();
@@ -257,6 +257,10 @@ async fn restock_dispatch(db: &str, port: u16, n: u64) -> anyhow::Result<Duratio
     Ok(took)
 }
 
+fn smtp_to(port: u16) -> String {
+    format!("[email]\ntransport = \"smtp\"\n[email.smtp]\nport = {port}\n")
+}
+
 /// A restock of `n` waiting, with the planner and the dispatch worker running: from
 /// the stock update to the last message accepted by the relay.
 async fn restock_end_to_end(db: &str, port: u16, n: u64) -> anyhow::Result<Duration> {
@@ -264,11 +268,7 @@ async fn restock_end_to_end(db: &str, port: u16, n: u64) -> anyhow::Result<Durat
     let (store, product, variant) = seed_store(&b.db, "small").await?;
     b.db.bench_seed_waiting_list(store, product, variant, n)
         .await?;
-    let app = app_with(
-        &b.db,
-        &format!("[email]\ntransport = \"smtp\"\n[email.smtp]\nport = {port}\n"),
-    )
-    .await?;
+    let app = app_with(&b.db, &smtp_to(port)).await?;
     let stop = CancellationToken::new();
     let worker = tokio::spawn(crate::dispatch::run_worker(app.clone(), stop.clone()));
     let planner = tokio::spawn(crate::planning::run_worker(app.clone(), stop.clone()));
@@ -280,32 +280,6 @@ async fn restock_end_to_end(db: &str, port: u16, n: u64) -> anyhow::Result<Durat
     stop.cancel();
     worker.await?;
     planner.await?;
-    b.drop_schema().await?;
-    Ok(took)
-}
-
-async fn restock_file_outbox(db: &str, dir: &Path, n: u64) -> anyhow::Result<Duration> {
-    let b = fresh_db(db).await?;
-    let (store, product, variant) = seed_store(&b.db, "files").await?;
-    b.db.bench_seed_waiting_list(store, product, variant, n)
-        .await?;
-    let app = app_with(
-        &b.db,
-        &format!(
-            "[email]\ntransport = \"file\"\nfile_dir = \"{}\"\n",
-            dir.display()
-        ),
-    )
-    .await?;
-    restock(&app, store).await?;
-    crate::planning::plan_due(&app).await?;
-    let stop = CancellationToken::new();
-    let start = Instant::now();
-    let worker = tokio::spawn(crate::dispatch::run_worker(app.clone(), stop.clone()));
-    wait_sent(&app, n).await?;
-    let took = start.elapsed();
-    stop.cancel();
-    worker.await?;
     b.drop_schema().await?;
     Ok(took)
 }
