@@ -367,3 +367,43 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+both_dbs!(
+    a_pooled_connection_the_relay_closed_is_replaced_not_failed,
+    |backend: Backend| async move {
+        let sink = SmtpSink::start(Behaviour::Accept);
+        let t = TestApp::spawn_with(backend, &smtp_config(sink.port)).await;
+        let store = restocked_with_waiters(&t, &["ann@example.com"]).await;
+        assert_eq!(t.run_pending().await, 1);
+        assert_eq!(sink.messages().len(), 1);
+
+        // The relay restarts: the session kept in the pool is closed under it.
+        let port = sink.stop();
+        let sink = SmtpSink::start_on(port, Behaviour::Accept);
+        t.stock(&store, json!([{"sku": "S-42", "available": 0}]))
+            .await;
+        let (status, body) = t
+            .subscribe(&store, json!({"email": "bob@example.com", "sku": "S-42"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        t.advance(1_000);
+        let body = t
+            .stock(&store, json!([{"sku": "S-42", "available": 7}]))
+            .await;
+        assert_eq!(t.planned(&store, &body).await, 1, "{body}");
+        assert_eq!(t.run_pending().await, 1);
+
+        // Nothing was accepted on the dead session, so the message went over a new
+        // one at once: delivered on its first attempt, not scheduled for a retry.
+        let received = sink.messages();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].rcpt_to, ["bob@example.com"]);
+        let done = notifications(&t, &store, "done").await;
+        let bob = done
+            .iter()
+            .find(|n| n["recipient"] == "bob@example.com")
+            .expect("bob's message done");
+        assert_eq!(bob["attempts"], 1, "{bob}");
+        t.stop().await;
+    }
+);
