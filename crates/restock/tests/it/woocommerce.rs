@@ -155,6 +155,27 @@ both_dbs!(
         assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
         assert_eq!(kept[0]["source"], "woocommerce");
         assert_eq!(kept[0]["reason_code"], "unknown_sku", "{kept}");
+        // Once the catalog has the SKU, replaying the rejection applies it.
+        let mut product = common::shoe_product();
+        product["variants"][1]["sku"] = json!("NEW-1");
+        assert_eq!(
+            t.put("/v1/products/shoe", &store.api_key, &product).await.0,
+            200
+        );
+        let id = kept[0]["id"].as_i64().expect("id");
+        let (status, r) = t
+            .post(
+                &format!("/v1/rejections/{id}/replay"),
+                &store.api_key,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(
+            (status, r["result"].clone()),
+            (200, json!("applied")),
+            "{r}"
+        );
+        assert_eq!(variant(&t, &store, "NEW-1").await["available"], 4);
         t.stop().await;
     }
 );
@@ -419,6 +440,34 @@ both_dbs!(
                 ("woocommerce_orders".to_string(), order.clone()),
             ],
             "kept whole: {kept}"
+        );
+        // Replaying what still cannot be read keeps it rejected, adding no rejection.
+        for k in kept.as_array().expect("items") {
+            let id = k["id"].as_i64().expect("id");
+            let (status, r) = t
+                .post(
+                    &format!("/v1/rejections/{id}/replay"),
+                    &store.api_key,
+                    &json!({}),
+                )
+                .await;
+            if k["reason_code"] == "unsupported_topic" {
+                assert_eq!(
+                    (status, r["code"].clone()),
+                    (409, json!("not_replayable")),
+                    "{r}"
+                );
+            } else {
+                assert_eq!(
+                    (status, r["result"].clone()),
+                    (200, json!("rejected")),
+                    "{r}"
+                );
+            }
+        }
+        assert_eq!(
+            rejections(&t, &store).await.as_array().map(Vec::len),
+            Some(3)
         );
         assert_eq!(variant(&t, &store, "S-42").await["levels"], json!([]));
         t.stop().await;
