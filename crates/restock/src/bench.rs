@@ -146,6 +146,7 @@ async fn seed_store(db: &Db, slug: &str) -> anyhow::Result<(StoreId, i64, i64)> 
                 slug,
                 allowed_origins: &[],
                 shopify_secret: None,
+                woocommerce_secret: None,
             },
             0,
         )

@@ -78,6 +78,9 @@ enum StoreCommand {
         /// Shopify webhook shared secret.
         #[arg(long)]
         shopify_secret: Option<String>,
+        /// WooCommerce webhook secret.
+        #[arg(long)]
+        woocommerce_secret: Option<String>,
     },
     /// List stores.
     List,
@@ -151,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
                     slug,
                     origins,
                     shopify_secret,
+                    woocommerce_secret,
                 } => {
                     if !restock::http::admin::valid_slug(&slug) {
                         anyhow::bail!("--slug must be 1-64 of a-z, 0-9 and -");
@@ -162,6 +166,10 @@ async fn main() -> anyhow::Result<()> {
                         .as_deref()
                         .filter(|s| !s.is_empty())
                         .map(|s| secrets.seal("shopify_secret", s));
+                    let woocommerce = woocommerce_secret
+                        .as_deref()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| secrets.seal("woocommerce_secret", s));
                     let created = db
                         .create_store(
                             NewStore {
@@ -169,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
                                 slug: &slug,
                                 allowed_origins: &origins,
                                 shopify_secret: sealed.as_deref(),
+                                woocommerce_secret: woocommerce.as_deref(),
                             },
                             now,
                         )

@@ -166,18 +166,21 @@ impl SecretBox {
 /// Re-seals every stored secret with the current key; returns how many changed.
 pub async fn rotate(db: &crate::storage::Db, secrets: &SecretBox) -> anyhow::Result<usize> {
     let mut changed = 0;
-    for (store, stored) in db.shopify_secrets().await? {
-        if secrets.is_current(&stored) {
-            continue;
-        }
-        let plain = secrets
-            .open("shopify_secret", &stored)
-            .map_err(|e| anyhow::anyhow!("store {store}: {e}"))?;
-        if db
-            .reseal_shopify_secret(store, &stored, &secrets.seal("shopify_secret", &plain))
-            .await?
-        {
-            changed += 1;
+    for which in crate::storage::stores::WebhookSecret::ALL {
+        let context = which.column();
+        for (store, stored) in db.webhook_secrets(which).await? {
+            if secrets.is_current(&stored) {
+                continue;
+            }
+            let plain = secrets
+                .open(context, &stored)
+                .map_err(|e| anyhow::anyhow!("store {store}: {e}"))?;
+            if db
+                .reseal_webhook_secret(which, store, &stored, &secrets.seal(context, &plain))
+                .await?
+            {
+                changed += 1;
+            }
         }
     }
     const LINK: &str = "link_signing_key";

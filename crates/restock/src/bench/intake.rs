@@ -48,6 +48,7 @@ async fn seed_catalog(db: &Db, slug: &str) -> anyhow::Result<StoreId> {
                 slug,
                 allowed_origins: &[],
                 shopify_secret: None,
+                woocommerce_secret: None,
             },
             0,
         )

@@ -29,6 +29,10 @@ pub struct CreateStore {
     #[serde(default)]
     #[schema(max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub shopify_secret: Option<String>,
+    /// WooCommerce webhook secret (the "Secret" of the store's WooCommerce webhooks).
+    #[serde(default)]
+    #[schema(max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    pub woocommerce_secret: Option<String>,
 }
 
 /// A web origin as browsers send it: scheme://host[:port], nothing after.
@@ -65,12 +69,12 @@ pub fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// A webhook secret: at most 512 characters, no control characters.
-pub fn check_secret(secret: &str) -> ApiResult<()> {
+/// A webhook secret (`field` names it): at most 512 characters, no control characters.
+pub fn check_secret(field: &str, secret: &str) -> ApiResult<()> {
     if secret.chars().count() > 512 || secret.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "shopify_secret must be at most 512 characters, none of them control characters",
-        ));
+        return Err(ApiError::invalid(format!(
+            "{field} must be at most 512 characters, none of them control characters"
+        )));
     }
     Ok(())
 }
@@ -103,7 +107,10 @@ pub async fn create_store(
     }
     check_name(&req.name)?;
     if let Some(secret) = &req.shopify_secret {
-        check_secret(secret)?;
+        check_secret("shopify_secret", secret)?;
+    }
+    if let Some(secret) = &req.woocommerce_secret {
+        check_secret("woocommerce_secret", secret)?;
     }
     if req.allowed_origins.len() > 50 {
         return Err(ApiError::invalid("at most 50 allowed_origins"));
@@ -121,6 +128,12 @@ pub async fn create_store(
                     .as_deref()
                     .filter(|s| !s.is_empty())
                     .map(|s| app.secrets.seal("shopify_secret", s))
+                    .as_deref(),
+                woocommerce_secret: req
+                    .woocommerce_secret
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| app.secrets.seal("woocommerce_secret", s))
                     .as_deref(),
             },
             app.now(),

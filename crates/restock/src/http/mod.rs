@@ -102,6 +102,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(limits::STOCK_BATCH));
     let webhooks = OpenApiRouter::new()
         .routes(routes!(webhooks::shopify_inventory))
+        .routes(routes!(webhooks::woocommerce))
         .layer(DefaultBodyLimit::max(limits::WEBHOOK));
     let storefront = OpenApiRouter::new()
         .routes(routes!(storefront::subscribe, storefront::preflight))

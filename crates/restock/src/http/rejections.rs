@@ -84,7 +84,34 @@ pub async fn replay_rejection(
         ));
     }
     let outcome = match row.source.as_str() {
-        "api" => {
+        // WooCommerce's unknown SKUs are kept in the stock API's item shape; anything
+        // else under "woocommerce" is the product payload as it arrived.
+        "woocommerce" if row.reason_code != ErrorCode::UnknownSku.as_str() => {
+            match crate::intake::woocommerce::parse_product(row.payload.as_bytes()) {
+                Err((_, reason)) => ReplayOutcome {
+                    result: "rejected".into(),
+                    detail: reason,
+                },
+                Ok(_) => {
+                    let Json(r) = super::webhooks::apply_woocommerce_product(
+                        &app,
+                        store,
+                        row.payload.as_bytes(),
+                    )
+                    .await?;
+                    ReplayOutcome {
+                        result: if r.result == "stale" || r.result == "ignored" {
+                            r.result.as_str()
+                        } else {
+                            "applied"
+                        }
+                        .into(),
+                        detail: r.reason.unwrap_or(r.result),
+                    }
+                }
+            }
+        }
+        "api" | "woocommerce" => {
             let item: serde_json::Value = serde_json::from_str(&row.payload).map_err(|e| {
                 ApiError::internal(anyhow::anyhow!("stored payload is not JSON: {e}"))
             })?;
@@ -168,7 +195,11 @@ pub async fn replay_rejection(
                 }
             }
         }
-        "shopify_orders" => match crate::intake::orders::parse_shopify(row.payload.as_bytes()) {
+        source @ ("shopify_orders" | "woocommerce_orders") => match if source == "shopify_orders" {
+            crate::intake::orders::parse_shopify(row.payload.as_bytes())
+        } else {
+            crate::intake::orders::parse_woocommerce(row.payload.as_bytes())
+        } {
             Err((_, reason)) => ReplayOutcome {
                 result: "rejected".into(),
                 detail: reason,

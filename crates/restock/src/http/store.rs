@@ -23,6 +23,7 @@ pub struct StoreBody {
     /// Alerts go out only when the available quantity exceeds this.
     pub notify_threshold: i64,
     pub shopify_connected: bool,
+    pub woocommerce_connected: bool,
     /// Days finished notifications and their tracking events are kept.
     pub retention_days: i64,
 }
@@ -38,6 +39,7 @@ impl From<StoreRow> for StoreBody {
             min_stock: s.min_stock,
             notify_threshold: s.notify_threshold,
             shopify_connected: s.shopify_secret.is_some(),
+            woocommerce_connected: s.woocommerce_secret.is_some(),
             retention_days: s.retention_days,
         }
     }
@@ -63,6 +65,9 @@ pub struct UpdateStore {
     /// Shopify webhook secret; an empty string disconnects Shopify.
     #[schema(max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub shopify_secret: Option<String>,
+    /// WooCommerce webhook secret; an empty string disconnects WooCommerce.
+    #[schema(max_length = 512, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    pub woocommerce_secret: Option<String>,
     /// Days finished notifications and tracking events are kept (1-3650).
     #[schema(minimum = 1, maximum = 3650)]
     #[serde(default, deserialize_with = "super::int::opt")]
@@ -84,7 +89,7 @@ pub async fn get_store(
     Ok(Json(row.into()))
 }
 
-/// Change thresholds, allowed origins or the Shopify secret.
+/// Change thresholds, allowed origins or the Shopify and WooCommerce secrets.
 #[utoipa::path(patch, path = "/v1/store", tag = "store", security(("api_key" = [])), request_body = UpdateStore,
     responses((status = 200, body = StoreBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_store(
@@ -110,7 +115,10 @@ pub async fn update_store(
         super::admin::check_name(name)?;
     }
     if let Some(secret) = &req.shopify_secret {
-        super::admin::check_secret(secret)?;
+        super::admin::check_secret("shopify_secret", secret)?;
+    }
+    if let Some(secret) = &req.woocommerce_secret {
+        super::admin::check_secret("woocommerce_secret", secret)?;
     }
     let origins = req
         .allowed_origins
@@ -126,6 +134,11 @@ pub async fn update_store(
             Some(s)
                 .filter(|s| !s.is_empty())
                 .map(|s| app.secrets.seal("shopify_secret", &s))
+        }),
+        woocommerce_secret: req.woocommerce_secret.map(|s| {
+            Some(s)
+                .filter(|s| !s.is_empty())
+                .map(|s| app.secrets.seal("woocommerce_secret", &s))
         }),
         retention_days: req.retention_days,
     };

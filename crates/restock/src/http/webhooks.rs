@@ -1,4 +1,7 @@
-//! Inbound webhooks from commerce platforms.
+//! Inbound webhooks from commerce platforms: Shopify and WooCommerce. Each platform
+//! signs its deliveries the same way and names a delivery id; verification and
+//! once-per-delivery handling are shared, the payloads are parsed per platform in
+//! `intake`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,22 +14,149 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiPath, ApiResult, ErrorBody, ErrorCode};
 use crate::app::App;
-use crate::intake::{self, shopify};
+use crate::intake::woocommerce::{self, ProductChange};
+use crate::intake::{self, orders, shopify, signature};
+use crate::storage::orders::OrderInput;
 use crate::storage::rejections::NewRejection;
+use crate::storage::stores::{StoreRow, WebhookSecret};
 
 /// The one Shopify topic Restock applies.
 pub const SHOPIFY_TOPIC: &str = "inventory_levels/update";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookResult {
-    /// Inventory: "applied", "stale" (older than what is stored) or "restocked";
-    /// orders: "recorded", or "duplicate" (this order id was recorded before); any
-    /// topic: "duplicate" when this `X-Shopify-Webhook-Id` was handled before.
+    /// Inventory: "applied", "stale" (older than what is stored), "restocked",
+    /// "unknown_sku" (kept as a rejection) or "ignored" (nothing to apply, see
+    /// `reason`); orders: "recorded", or "duplicate" (this order id was recorded
+    /// before); any topic: "duplicate" when this delivery id was handled before;
+    /// WooCommerce's ping: "ping".
     pub result: String,
-    /// The variant it applied to (absent for a duplicate).
+    /// The variant it applied to (absent for a duplicate, or when several were).
     pub sku: Option<String>,
     /// Always 0: restocks are planned by the workers right after the answer.
     pub planned: u64,
+    /// Why nothing (or not everything) was applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl WebhookResult {
+    fn new(result: &str, sku: Option<String>) -> Self {
+        WebhookResult {
+            result: result.into(),
+            sku,
+            planned: 0,
+            reason: None,
+        }
+    }
+}
+
+/// How one platform signs and identifies its deliveries.
+struct Platform {
+    /// The source name in metrics, rejections and the delivery log.
+    source: &'static str,
+    name: &'static str,
+    secret: WebhookSecret,
+    signature_header: &'static str,
+    delivery_header: &'static str,
+}
+
+const SHOPIFY: Platform = Platform {
+    source: "shopify",
+    name: "Shopify",
+    secret: WebhookSecret::Shopify,
+    signature_header: "x-shopify-hmac-sha256",
+    delivery_header: "x-shopify-webhook-id",
+};
+
+const WOOCOMMERCE: Platform = Platform {
+    source: "woocommerce",
+    name: "WooCommerce",
+    secret: WebhookSecret::WooCommerce,
+    signature_header: "x-wc-webhook-signature",
+    delivery_header: "x-wc-webhook-delivery-id",
+};
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn store_for(app: &App, slug: &str) -> ApiResult<StoreRow> {
+    app.db
+        .store_by_slug(slug)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownStore, "no such store"))
+}
+
+/// Refuses a delivery unless its signature is the platform's signature of the body
+/// under the store's secret for that platform.
+fn authenticate(
+    app: &App,
+    platform: &Platform,
+    store: &StoreRow,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<()> {
+    let Some(stored_secret) = platform.secret.stored(store) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
+            format!("{} is not connected for this store", platform.name),
+        ));
+    };
+    let secret = app
+        .secrets
+        .open(platform.secret.column(), stored_secret)
+        .map_err(ApiError::internal)?;
+    let signature = header(headers, platform.signature_header).unwrap_or_default();
+    if !signature::verify(&secret, body, signature) {
+        app.metrics
+            .intake_rejects
+            .with_label_values(&[platform.source, "invalid_signature"])
+            .inc();
+        tracing::warn!(
+            store = store.id,
+            platform = platform.source,
+            "webhook with a bad or missing signature"
+        );
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
+            format!("{} does not match the body", platform.signature_header),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `apply` unless this delivery id was handled before, and logs the id with
+/// what it did. Platforms deliver at least once and retry anything but a 2xx: a
+/// delivery id seen before is answered as done, whatever it did the first time.
+async fn once_per_delivery(
+    app: &App,
+    platform: &Platform,
+    store: StoreId,
+    headers: &HeaderMap,
+    apply: impl Future<Output = ApiResult<Json<WebhookResult>>>,
+) -> ApiResult<Json<WebhookResult>> {
+    let delivery = header(headers, platform.delivery_header)
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= 128 && !id.contains(char::is_control));
+    if let Some(id) = delivery
+        && app.db.webhook_seen(store, platform.source, id).await?
+    {
+        return Ok(Json(WebhookResult::new("duplicate", None)));
+    }
+    let outcome = apply.await;
+    if let Some(id) = delivery {
+        let result = match &outcome {
+            Ok(Json(r)) => r.result.clone(),
+            Err(e) => e.code.to_string(),
+        };
+        // A database error here is answered as such: the platform retries, and a
+        // retry of an applied update is stale, so nothing is applied twice.
+        app.db
+            .record_webhook(store, platform.source, id, &result, app.now())
+            .await?;
+    }
+    outcome
 }
 
 /// Shopify `inventory_levels/update` and `orders/create` (by `X-Shopify-Topic`). Signed with the store's shared secret
@@ -45,83 +175,147 @@ pub async fn shopify_inventory(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<WebhookResult>> {
-    let store = app
-        .db
-        .store_by_slug(&slug)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownStore, "no such store"))?;
-    let Some(stored_secret) = store.shopify_secret.as_deref() else {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSignature,
-            "Shopify is not connected for this store",
-        ));
-    };
-    let secret = app
-        .secrets
-        .open("shopify_secret", stored_secret)
-        .map_err(ApiError::internal)?;
-    let signature = headers
-        .get("x-shopify-hmac-sha256")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !shopify::verify(&secret, &body, signature) {
-        app.metrics
-            .intake_rejects
-            .with_label_values(&["shopify", "invalid_signature"])
-            .inc();
-        tracing::warn!(
-            store = store.id,
-            "Shopify webhook with a bad or missing signature"
-        );
-        return Err(ApiError::new(
-            ErrorCode::InvalidSignature,
-            "X-Shopify-Hmac-Sha256 does not match the body",
-        ));
-    }
+    let store = store_for(&app, &slug).await?;
+    authenticate(&app, &SHOPIFY, &store, &headers, &body)?;
     let store_id = store.store_id();
-    // Shopify delivers at least once and retries anything but a 2xx: a delivery id
-    // seen before is answered as done, whatever it did the first time.
-    let delivery = headers
-        .get("x-shopify-webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|id| !id.is_empty() && id.len() <= 128 && !id.contains(char::is_control));
-    if let Some(id) = delivery
-        && app.db.webhook_seen(store_id, "shopify", id).await?
-    {
-        return Ok(Json(WebhookResult {
-            result: "duplicate".into(),
-            sku: None,
-            planned: 0,
-        }));
-    }
-    let outcome = match headers.get("x-shopify-topic").and_then(|v| v.to_str().ok()) {
-        Some(ORDERS_TOPIC) => apply_shopify_order(&app, store_id, &body).await,
-        Some(topic) if topic != SHOPIFY_TOPIC => {
-            let topic: String = topic.chars().take(64).collect();
-            Err(reject(
-                &app,
-                store_id,
-                &body,
-                ErrorCode::UnsupportedTopic,
-                format!("unsupported topic {topic:?}; only {SHOPIFY_TOPIC} and {ORDERS_TOPIC} are applied"),
-            )
-            .await?)
+    once_per_delivery(&app, &SHOPIFY, store_id, &headers, async {
+        match header(&headers, "x-shopify-topic") {
+            Some(ORDERS_TOPIC) => apply_shopify_order(&app, store_id, &body).await,
+            Some(topic) if topic != SHOPIFY_TOPIC => {
+                let topic: String = topic.chars().take(64).collect();
+                Err(reject(
+                    &app,
+                    store_id,
+                    &body,
+                    ErrorCode::UnsupportedTopic,
+                    format!("unsupported topic {topic:?}; only {SHOPIFY_TOPIC} and {ORDERS_TOPIC} are applied"),
+                )
+                .await?)
+            }
+            _ => apply_shopify(&app, store_id, &body).await,
         }
-        _ => apply_shopify(&app, store_id, &body).await,
-    };
-    if let Some(id) = delivery {
-        let result = match &outcome {
-            Ok(Json(r)) => r.result.clone(),
-            Err(e) => e.code.to_string(),
-        };
-        // A database error here is answered as such: Shopify retries, and a retry
-        // of an applied update is stale, so nothing is applied twice.
-        app.db
-            .record_webhook(store_id, "shopify", id, &result, app.now())
-            .await?;
+    })
+    .await
+}
+
+/// The WooCommerce topics Restock applies.
+pub const WOOCOMMERCE_TOPICS: [&str; 3] = ["product.created", "product.updated", "order.created"];
+
+/// WooCommerce `product.created`, `product.updated` and `order.created` (by
+/// `X-WC-Webhook-Topic`). Signed with the store's WooCommerce secret
+/// (`X-WC-Webhook-Signature`); a bad or missing signature is answered 401 and nothing
+/// is applied. A simple product with a SKU and managed stock is applied as its stock
+/// level; products with nothing to apply (variable products without their
+/// variations' stock, unmanaged stock) are answered 200 `ignored` with a reason.
+/// Payloads that are signed but cannot be applied (including other topics) are
+/// answered 422 and kept. A delivery whose `X-WC-Webhook-Delivery-ID` was handled
+/// before is answered 200 `duplicate`. The unsigned ping WooCommerce sends when a
+/// webhook is saved (`webhook_id=N`) is answered 200 `ping`.
+#[utoipa::path(post, path = "/webhooks/woocommerce/{store}", tag = "webhooks",
+    params(("store" = String, Path, description = "The store's slug", max_length = 64, pattern = "^[a-z0-9-]{1,64}$")),
+    request_body(content = String, description = "WooCommerce product or order JSON (REST API v3), as WooCommerce sends it", content_type = "application/json"),
+    responses((status = 200, body = WebhookResult), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn woocommerce(
+    State(app): State<App>,
+    ApiPath(slug): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<WebhookResult>> {
+    let store = store_for(&app, &slug).await?;
+    let topic = header(&headers, "x-wc-webhook-topic");
+    if topic.is_none() && woocommerce::is_ping(&body) {
+        // Sent unsigned when the merchant saves the webhook; WooCommerce refuses to
+        // save it unless the answer is a 2xx.
+        return Ok(Json(WebhookResult::new("ping", None)));
     }
-    outcome
+    authenticate(&app, &WOOCOMMERCE, &store, &headers, &body)?;
+    let store_id = store.store_id();
+    once_per_delivery(&app, &WOOCOMMERCE, store_id, &headers, async {
+        match topic {
+            Some("product.created" | "product.updated") => {
+                apply_woocommerce_product(&app, store_id, &body).await
+            }
+            Some("order.created") => {
+                apply_order(
+                    &app,
+                    store_id,
+                    &body,
+                    "woocommerce_orders",
+                    orders::parse_woocommerce,
+                )
+                .await
+            }
+            other => {
+                let topic: String = other.unwrap_or_default().chars().take(64).collect();
+                Err(reject_from(
+                    &app,
+                    store_id,
+                    &body,
+                    WOOCOMMERCE.source,
+                    ErrorCode::UnsupportedTopic,
+                    format!(
+                        "unsupported topic {topic:?}; only {} are applied",
+                        WOOCOMMERCE_TOPICS.join(", ")
+                    ),
+                )
+                .await?)
+            }
+        }
+    })
+    .await
+}
+
+/// Applies a verified WooCommerce product payload (also used to replay one).
+pub async fn apply_woocommerce_product(
+    app: &App,
+    store: StoreId,
+    body: &[u8],
+) -> ApiResult<Json<WebhookResult>> {
+    let source = WOOCOMMERCE.source;
+    let updates = match woocommerce::parse_product(body) {
+        Ok(ProductChange::Levels(updates)) => updates,
+        Ok(ProductChange::Ignored(reason)) => {
+            return Ok(Json(WebhookResult {
+                reason: Some(reason),
+                ..WebhookResult::new("ignored", None)
+            }));
+        }
+        Err((code, reason)) => {
+            return Err(reject_from(app, store, body, source, code, reason).await?);
+        }
+    };
+    let out = intake::apply(app, store, source, &updates, &[]).await?;
+    let result = if !out.restocks.is_empty() {
+        "restocked"
+    } else if out.applied > 0 {
+        "applied"
+    } else if out.unknown_sku.len() == updates.len() {
+        "unknown_sku"
+    } else {
+        "stale"
+    };
+    // Unknown SKUs are kept as rejections, as the stock API keeps them; the answer
+    // is still a 2xx, since WooCommerce disables a webhook that keeps failing.
+    let reason = (!out.unknown_sku.is_empty()).then(|| {
+        let skus: Vec<&str> = out
+            .unknown_sku
+            .iter()
+            .map(|&i| updates[i].sku.as_str())
+            .collect();
+        format!(
+            "no variant with SKU {skus:?} in this store (kept as rejection {:?})",
+            out.rejection_ids
+        )
+    });
+    let sku = match updates.as_slice() {
+        [one] => Some(one.sku.as_str().to_string()),
+        _ => None,
+    };
+    Ok(Json(WebhookResult {
+        reason,
+        ..WebhookResult::new(result, sku)
+    }))
 }
 
 /// Shopify's order topic: an order is recorded like one from the API.
@@ -134,19 +328,27 @@ pub async fn apply_shopify_order(
     store: StoreId,
     body: &[u8],
 ) -> ApiResult<Json<WebhookResult>> {
-    let order = match crate::intake::orders::parse_shopify(body) {
+    apply_order(app, store, body, "shopify_orders", orders::parse_shopify).await
+}
+
+/// A platform's order payload, parsed by `parse`, recorded like one from the API;
+/// one that does not parse is kept under `source`.
+async fn apply_order(
+    app: &App,
+    store: StoreId,
+    body: &[u8],
+    source: &'static str,
+    parse: fn(&[u8]) -> Result<OrderInput, orders::Invalid>,
+) -> ApiResult<Json<WebhookResult>> {
+    let order = match parse(body) {
         Ok(o) => o,
         Err((code, reason)) => {
-            return Err(reject_from(app, store, body, "shopify_orders", code, reason).await?);
+            return Err(reject_from(app, store, body, source, code, reason).await?);
         }
     };
-    let out = crate::intake::orders::record(app, store, &order).await?;
+    let out = orders::record(app, store, &order).await?;
     let (_, r) = super::orders::answer(order.order_ref.clone(), out);
-    Ok(Json(WebhookResult {
-        result: r.status,
-        sku: None,
-        planned: 0,
-    }))
+    Ok(Json(WebhookResult::new(&r.status, None)))
 }
 
 async fn reject(
@@ -218,8 +420,7 @@ pub async fn apply_shopify(
         "stale"
     };
     Ok(Json(WebhookResult {
-        result: result.into(),
-        sku: Some(variant.sku),
         planned,
+        ..WebhookResult::new(result, Some(variant.sku))
     }))
 }

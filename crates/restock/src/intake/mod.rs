@@ -5,6 +5,8 @@
 pub mod api;
 pub mod orders;
 pub mod shopify;
+pub mod signature;
+pub mod woocommerce;
 
 use restock_core::ids::StoreId;
 use restock_core::stock::StockUpdate;

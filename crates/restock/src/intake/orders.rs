@@ -1,4 +1,5 @@
-//! Orders from the merchant's API and Shopify's `orders/create` webhook, each turned
+//! Orders from the merchant's API, Shopify's `orders/create` and WooCommerce's
+//! `order.created` webhooks, each turned
 //! into the canonical [`OrderInput`] at the edge and recorded by one function.
 
 use chrono::DateTime;
@@ -50,7 +51,8 @@ pub struct OrderLineBody {
     pub price: Option<i64>,
 }
 
-type Invalid = (ErrorCode, String);
+/// Why a payload is not an order: the code answered and the reason kept.
+pub type Invalid = (ErrorCode, String);
 
 fn time(field: &str, s: &str) -> Result<i64, Invalid> {
     DateTime::parse_from_rfc3339(s)
@@ -247,6 +249,78 @@ pub fn parse_shopify(body: &[u8]) -> Result<OrderInput, Invalid> {
     })
 }
 
+/// WooCommerce's order payload (REST API v3): the fields Restock reads.
+#[derive(Debug, Deserialize)]
+struct WooOrder {
+    id: serde_json::Value,
+    currency: Option<String>,
+    date_created_gmt: String,
+    customer_id: Option<i64>,
+    billing: Option<WooBilling>,
+    line_items: Vec<WooLine>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WooBilling {
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WooLine {
+    sku: Option<String>,
+    quantity: i64,
+    /// The unit price as a JSON number in major units (19.99).
+    price: Option<f64>,
+}
+
+/// WooCommerce's `order.created` payload as the canonical order. A guest's
+/// `customer_id` is 0 and is not kept.
+pub fn parse_woocommerce(body: &[u8]) -> Result<OrderInput, Invalid> {
+    let o: WooOrder = serde_json::from_slice(body).map_err(|e| {
+        (
+            ErrorCode::InvalidPayload,
+            format!("not a WooCommerce order: {e}"),
+        )
+    })?;
+    let id = match &o.id {
+        serde_json::Value::Number(n) if n.is_u64() => n.to_string(),
+        _ => return Err((ErrorCode::InvalidPayload, "id is not an order id".into())),
+    };
+    let currency = o.currency.as_deref().and_then(|c| Currency::parse(c).ok());
+    let email = o
+        .billing
+        .as_ref()
+        .and_then(|b| b.email.as_deref())
+        .filter(|e| !e.trim().is_empty())
+        .map(Email::parse)
+        .transpose()
+        .map_err(|e| (ErrorCode::InvalidEmail, e.to_string()))?;
+    let scale = 10f64.powi(currency.map_or(2, |c| c.minor_digits()) as i32);
+    // Lines without a SKU cannot be matched to the catalog.
+    let raw: Vec<(String, i64, Option<i64>)> = o
+        .line_items
+        .iter()
+        .filter_map(|l| {
+            let sku = l.sku.as_deref().filter(|s| !s.trim().is_empty())?;
+            let price = l
+                .price
+                .filter(|p| p.is_finite() && (0.0..1e12).contains(p))
+                .map(|p| (p * scale).round() as i64);
+            Some((sku.to_string(), l.quantity, price))
+        })
+        .collect();
+    Ok(OrderInput {
+        order_ref: text_id("id", &id)?,
+        email,
+        customer_id: o.customer_id.filter(|c| *c > 0).map(|c| c.to_string()),
+        source: "woocommerce".into(),
+        currency: currency.map(|c| c.as_str().to_string()),
+        market: None,
+        ordered_at: super::woocommerce::gmt_time("date_created_gmt", &o.date_created_gmt)?,
+        lines: lines(raw)?,
+    })
+}
+
 /// Records an order and starts planning any restock its re-judging caused.
 pub async fn record(
     app: &App,
@@ -281,6 +355,25 @@ mod tests {
         assert_eq!(o.ordered_at, 1_772_384_400_000);
         assert_eq!(o.lines.len(), 1);
         assert_eq!(o.lines[0].price_minor, Some(12900));
+    }
+
+    #[test]
+    fn a_woocommerce_order_becomes_the_canonical_order() {
+        let body = br#"{"id": 727, "status": "processing", "currency": "USD", "customer_id": 0,
+            "date_created": "2017-03-22T16:28:02", "date_created_gmt": "2017-03-22T19:28:02",
+            "billing": {"first_name": "John", "email": "john.doe@example.com"},
+            "line_items": [{"id": 315, "name": "Woo Single #1", "product_id": 93, "variation_id": 0,
+                "quantity": 2, "sku": "S-42", "price": 3, "total": "6.00"},
+                {"id": 316, "name": "Gift wrap", "quantity": 1, "sku": "", "price": 1.5}]}"#;
+        let o = parse_woocommerce(body).expect("parses");
+        assert_eq!(o.order_ref, "727");
+        assert_eq!(o.customer_id, None);
+        assert_eq!(o.ordered_at, 1_490_210_882_000);
+        assert_eq!(o.lines.len(), 1);
+        assert_eq!(
+            (o.lines[0].quantity, o.lines[0].price_minor),
+            (2, Some(300))
+        );
     }
 
     #[test]

@@ -1,42 +1,19 @@
 //! Shopify's `inventory_levels/update` webhook.
 //!
 //! Shopify signs the raw request body with the app's shared secret: the
-//! `X-Shopify-Hmac-Sha256` header is base64(HMAC-SHA256(secret, body)). The body is
-//! verified before it is parsed; a bad or missing signature applies nothing.
+//! `X-Shopify-Hmac-Sha256` header is base64(HMAC-SHA256(secret, body)) (see
+//! [`super::signature`]).
 //! The payload names an inventory item and a location; the merchant maps inventory
 //! items to variants in the catalog (`inventory_item_id`).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use chrono::DateTime;
-use hmac::{Hmac, Mac};
 use restock_core::stock::{StockUpdate, Version};
 use restock_core::values::Sku;
 use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::error_code::ErrorCode;
 
-/// Whether `signature_b64` is Shopify's signature of `body` under `secret`.
-/// Compared in constant time.
-pub fn verify(secret: &str, body: &[u8], signature_b64: &str) -> bool {
-    let Ok(sig) = STANDARD.decode(signature_b64.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
-}
-
-/// Shopify's signature of `body`, as it would send it (tests and replay use this).
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(body);
-    STANDARD.encode(mac.finalize().into_bytes())
-}
+pub use super::signature::{sign, verify};
 
 #[derive(Debug, Deserialize)]
 pub struct InventoryLevelUpdate {

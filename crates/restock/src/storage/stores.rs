@@ -12,6 +12,7 @@ pub struct StoreRow {
     pub slug: String,
     pub publishable_key: String,
     pub shopify_secret: Option<String>,
+    pub woocommerce_secret: Option<String>,
     pub allowed_origins: String,
     pub min_stock: i64,
     pub notify_threshold: i64,
@@ -49,11 +50,12 @@ pub struct NewStore<'a> {
     pub slug: &'a str,
     pub allowed_origins: &'a [String],
     pub shopify_secret: Option<&'a str>,
+    pub woocommerce_secret: Option<&'a str>,
 }
 
 macro_rules! store_columns {
     () => {
-        "id, name, slug, publishable_key, shopify_secret, allowed_origins, min_stock, notify_threshold, created_at, retention_days, policy"
+        "id, name, slug, publishable_key, shopify_secret, woocommerce_secret, allowed_origins, min_stock, notify_threshold, created_at, retention_days, policy"
     };
 }
 
@@ -68,12 +70,13 @@ impl Db {
         let origins = serde_json::to_string(new.allowed_origins).unwrap_or_else(|_| "[]".into());
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let store: StoreRow = sqlx::query_as(concat!("INSERT INTO stores (name, slug, publishable_key, shopify_secret, allowed_origins, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING ", store_columns!()))
+            let store: StoreRow = sqlx::query_as(concat!("INSERT INTO stores (name, slug, publishable_key, shopify_secret, woocommerce_secret, allowed_origins, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ", store_columns!()))
             .bind(new.name)
             .bind(new.slug)
             .bind(&publishable)
             .bind(new.shopify_secret)
+            .bind(new.woocommerce_secret)
             .bind(&origins)
             .bind(now)
             .fetch_one(&mut *tx)
@@ -186,7 +189,8 @@ impl Db {
                    notify_threshold = COALESCE($4, notify_threshold), \
                    allowed_origins = COALESCE($5, allowed_origins), \
                    shopify_secret = CASE WHEN $6 THEN $7 ELSE shopify_secret END, \
-                   retention_days = COALESCE($8, retention_days) \
+                   retention_days = COALESCE($8, retention_days), \
+                   woocommerce_secret = CASE WHEN $9 THEN $10 ELSE woocommerce_secret END \
                  WHERE id = $1 RETURNING ", store_columns!()))
             .bind(store.0)
             .bind(settings.name.as_deref())
@@ -196,6 +200,8 @@ impl Db {
             .bind(settings.shopify_secret.is_some())
             .bind(settings.shopify_secret.clone().flatten())
             .bind(settings.retention_days)
+            .bind(settings.woocommerce_secret.is_some())
+            .bind(settings.woocommerce_secret.clone().flatten())
             .fetch_one(pool)
             .await?)
         })
@@ -210,24 +216,67 @@ pub struct StoreSettingsUpdate {
     pub allowed_origins: Option<Vec<String>>,
     /// `Some(None)` disconnects Shopify. Stored as given: the caller seals it.
     pub shopify_secret: Option<Option<String>>,
+    /// `Some(None)` disconnects WooCommerce. Stored as given: the caller seals it.
+    pub woocommerce_secret: Option<Option<String>>,
     pub retention_days: Option<i64>,
 }
 
+/// The stores' webhook secrets, one column per platform. The column name is also
+/// the context each secret is sealed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookSecret {
+    Shopify,
+    WooCommerce,
+}
+
+impl WebhookSecret {
+    pub const ALL: [WebhookSecret; 2] = [WebhookSecret::Shopify, WebhookSecret::WooCommerce];
+
+    pub fn column(self) -> &'static str {
+        match self {
+            WebhookSecret::Shopify => "shopify_secret",
+            WebhookSecret::WooCommerce => "woocommerce_secret",
+        }
+    }
+
+    /// The secret as stored (sealed) for this store, if the platform is connected.
+    pub fn stored(self, store: &StoreRow) -> Option<&str> {
+        match self {
+            WebhookSecret::Shopify => store.shopify_secret.as_deref(),
+            WebhookSecret::WooCommerce => store.woocommerce_secret.as_deref(),
+        }
+    }
+}
+
 impl Db {
-    /// Every store's Shopify secret as stored, for re-sealing with a new key.
-    pub async fn shopify_secrets(&self) -> Result<Vec<(i64, String)>> {
+    /// Every store's secret for one platform as stored, for re-sealing with a new key.
+    pub async fn webhook_secrets(&self, which: WebhookSecret) -> Result<Vec<(i64, String)>> {
+        let sql = format!(
+            "SELECT id, {c} FROM stores WHERE {c} IS NOT NULL ORDER BY id",
+            c = which.column()
+        );
         with_pool!(self, pool => {
-            Ok(sqlx::query_as("SELECT id, shopify_secret FROM stores WHERE shopify_secret IS NOT NULL ORDER BY id")
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .fetch_all(pool)
                 .await?)
         })
     }
 
-    /// Replaces a store's stored Shopify secret only if it is still `old` (so a
-    /// rotation never overwrites a secret the merchant changed meanwhile).
-    pub async fn reseal_shopify_secret(&self, store: i64, old: &str, new: &str) -> Result<bool> {
+    /// Replaces a store's stored secret only if it is still `old` (so a rotation
+    /// never overwrites a secret the merchant changed meanwhile).
+    pub async fn reseal_webhook_secret(
+        &self,
+        which: WebhookSecret,
+        store: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE stores SET {c} = $3 WHERE id = $1 AND {c} = $2",
+            c = which.column()
+        );
         with_pool!(self, pool => {
-            Ok(sqlx::query("UPDATE stores SET shopify_secret = $3 WHERE id = $1 AND shopify_secret = $2")
+            Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(store)
                 .bind(old)
                 .bind(new)

@@ -80,6 +80,7 @@ impl Setup {
                     slug: "crash",
                     allowed_origins: &[],
                     shopify_secret: None,
+                    woocommerce_secret: None,
                 },
                 0,
             )

@@ -730,7 +730,12 @@ both_dbs!(secrets_are_sealed_at_rest, |backend: Backend| async move {
     let t = TestApp::spawn(backend).await;
     let store = t.create_store("shop").await;
     let secret = format!("shpss_{}", store.slug);
-    let stored: Vec<(i64, String)> = t.app.db.shopify_secrets().await.expect("secrets");
+    let stored: Vec<(i64, String)> = t
+        .app
+        .db
+        .webhook_secrets(restock::storage::stores::WebhookSecret::Shopify)
+        .await
+        .expect("secrets");
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].1.contains(&secret), "{}", stored[0].1);
     assert!(stored[0].1.starts_with("enc:v1:"), "{}", stored[0].1);
@@ -764,7 +769,12 @@ both_dbs!(secrets_are_sealed_at_rest, |backend: Backend| async move {
         previous_keys: vec![],
     })
     .expect("key");
-    let stored = t.app.db.shopify_secrets().await.expect("secrets");
+    let stored = t
+        .app
+        .db
+        .webhook_secrets(restock::storage::stores::WebhookSecret::Shopify)
+        .await
+        .expect("secrets");
     assert_eq!(
         only_new
             .open("shopify_secret", &stored[0].1)

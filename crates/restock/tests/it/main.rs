@@ -32,3 +32,4 @@ mod stock_batches;
 mod store_isolation;
 mod storefront_api;
 mod tracking;
+mod woocommerce;

@@ -102,6 +102,7 @@ async fn seed(db: &Db) -> (StoreId, ProductId, Vec<VariantId>) {
                 slug: "p",
                 allowed_origins: &[],
                 shopify_secret: None,
+                woocommerce_secret: None,
             },
             0,
         )

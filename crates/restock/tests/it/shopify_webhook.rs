@@ -12,24 +12,6 @@ fn payload(item: u64, available: i64, updated_at: &str) -> String {
     )
 }
 
-/// Signs like Shopify, independently of the product code: Python's hmac module.
-fn shopify_signature(secret: &str, body: &str) -> String {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).digest()).decode())",
-            secret,
-            body,
-        ])
-        .output()
-        .expect("python3");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
-}
-
 async fn deliver(t: &TestApp, slug: &str, body: &str, signature: Option<&str>) -> (u16, Value) {
     let mut req = t
         .http
@@ -64,7 +46,7 @@ both_dbs!(
             &t,
             &store.slug,
             &body,
-            Some(&shopify_signature(&secret, &body)),
+            Some(&common::python_signature(&secret, &body)),
         )
         .await;
         assert_eq!(status, 200, "{r}");
@@ -80,7 +62,7 @@ both_dbs!(
             &t,
             &store.slug,
             &body,
-            Some(&shopify_signature(&secret, &body)),
+            Some(&common::python_signature(&secret, &body)),
         )
         .await;
         assert_eq!(
@@ -101,7 +83,7 @@ both_dbs!(
             &t,
             &store.slug,
             &body,
-            Some(&shopify_signature(&secret, &body)),
+            Some(&common::python_signature(&secret, &body)),
         )
         .await;
         assert_eq!((status, r["result"].clone()), (200, json!("stale")), "{r}");
@@ -119,7 +101,7 @@ both_dbs!(
         t.seed_catalog(&store).await;
         let secret = format!("shpss_{}", store.slug);
         let body = payload(4242, 8, "2026-03-01T07:05:00-05:00");
-        let good = shopify_signature(&secret, &body);
+        let good = common::python_signature(&secret, &body);
         let altered = payload(4242, 9, "2026-03-01T07:05:00-05:00");
         let cases: [(&str, &str, Option<String>); 5] = [
             ("missing signature", &body, None),
@@ -127,13 +109,16 @@ both_dbs!(
             (
                 "another store's secret",
                 &body,
-                Some(shopify_signature(&format!("shpss_{}", other.slug), &body)),
+                Some(common::python_signature(
+                    &format!("shpss_{}", other.slug),
+                    &body,
+                )),
             ),
             ("body altered after signing", &altered, Some(good.clone())),
             (
                 "signature of a different body",
                 &body,
-                Some(shopify_signature(&secret, &altered)),
+                Some(common::python_signature(&secret, &altered)),
             ),
         ];
         for (what, body, sig) in cases {
@@ -168,7 +153,7 @@ both_dbs!(
             &t,
             &store.slug,
             &body,
-            Some(&shopify_signature(&secret, &body)),
+            Some(&common::python_signature(&secret, &body)),
         )
         .await;
         assert_eq!(

@@ -37,6 +37,7 @@ both_dbs!(
                     slug: "g",
                     allowed_origins: &[],
                     shopify_secret: None,
+                    woocommerce_secret: None,
                 },
                 0,
             )

@@ -90,6 +90,7 @@ async fn seed(db: &Db) -> StoreId {
                 slug: &slug,
                 allowed_origins: &[],
                 shopify_secret: None,
+                woocommerce_secret: None,
             },
             0,
         )

@@ -374,6 +374,26 @@ impl TestApp {
     }
 }
 
+/// A webhook signature as Shopify and WooCommerce make it,
+/// base64(HMAC-SHA256(secret, body)), computed independently of the product code:
+/// Python's hmac module.
+pub fn python_signature(secret: &str, body: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import base64,hashlib,hmac,sys; print(base64.b64encode(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).digest()).decode())",
+            secret,
+            body,
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
 pub fn shoe_product() -> Value {
     json!({
         "title": "Trail Shoe",
