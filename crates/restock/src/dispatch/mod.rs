@@ -402,32 +402,30 @@ async fn record_groups(app: App, mut rx: mpsc::Receiver<(Record, oneshot::Sender
 
 /// Reads a claimed batch's facts and pairs each notification with its own.
 async fn prepare(app: &App, claimed: Vec<Claimed>) -> anyhow::Result<Vec<Prepared>> {
+    let mut facts = app.db.batch_facts(&claimed).await?;
     // The frequency cap reads the shoppers' recent sends; only when some restock in
     // the batch has one (its window decides how far back).
-    let mut facts = app.db.batch_facts(&claimed, None).await?;
     let widest_cap = facts
         .restocks
         .values()
         .filter_map(|r| parse_restock_policy(r.policy.as_deref()).frequency_cap)
         .map(|cap| cap.window_ms)
         .max();
-    if let Some(window) = widest_cap {
-        facts.sent_times = app
-            .db
-            .batch_facts(&[], Some(app.now() - window))
-            .await?
-            .sent_times;
-    }
+    let sent_times = match widest_cap {
+        Some(window) => {
+            let mut shoppers: Vec<i64> = claimed.iter().map(|n| n.shopper_id).collect();
+            shoppers.sort_unstable();
+            shoppers.dedup();
+            app.db.recent_sends(&shoppers, app.now() - window).await?
+        }
+        None => HashMap::new(),
+    };
     Ok(claimed
         .into_iter()
         .map(|n| Prepared {
             restock: facts.restocks.get(&n.restock_event_id).cloned(),
             shopper: facts.shoppers.remove(&n.id),
-            sent_times: facts
-                .sent_times
-                .get(&n.shopper_id)
-                .cloned()
-                .unwrap_or_default(),
+            sent_times: sent_times.get(&n.shopper_id).cloned().unwrap_or_default(),
             n,
         })
         .collect())

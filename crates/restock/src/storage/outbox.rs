@@ -87,15 +87,18 @@ pub struct ShopperFacts {
     pub clicked: i64,
 }
 
-/// The facts for a batch of claimed notifications, read in three queries.
+/// The facts for a batch of claimed notifications.
 #[derive(Debug, Default)]
 pub struct BatchFacts {
     /// By restock event.
     pub restocks: std::collections::HashMap<i64, std::sync::Arc<RestockFacts>>,
     /// By notification.
     pub shoppers: std::collections::HashMap<i64, ShopperFacts>,
-    /// Back-in-stock messages sent to each shopper since the `sent_since` given.
-    pub sent_times: std::collections::HashMap<i64, Vec<i64>>,
+}
+
+/// Ids as a JSON array of one-element rows, for [`Dialect::json_rows`].
+fn json_id_rows(ids: &[i64]) -> String {
+    serde_json::Value::from(ids.iter().map(|i| vec![*i]).collect::<Vec<_>>()).to_string()
 }
 
 /// What to write for one claimed notification.
@@ -198,15 +201,10 @@ impl Db {
         })
     }
 
-    /// Reads what a batch of claimed notifications needs before sending, in three
-    /// queries whatever the batch size: each restock's message and facts once, each
-    /// notification's shopper facts, and (`sent_since`, for the frequency cap) the
-    /// shoppers' recent back-in-stock messages.
-    pub async fn batch_facts(
-        &self,
-        claimed: &[Claimed],
-        sent_since: Option<i64>,
-    ) -> Result<BatchFacts> {
+    /// Reads what a batch of claimed notifications needs before sending, in two
+    /// queries whatever the batch size: each restock's message and facts once, and
+    /// each notification's shopper facts.
+    pub async fn batch_facts(&self, claimed: &[Claimed]) -> Result<BatchFacts> {
         let mut out = BatchFacts::default();
         if claimed.is_empty() {
             return Ok(out);
@@ -214,12 +212,7 @@ impl Db {
         let mut restocks: Vec<i64> = claimed.iter().map(|n| n.restock_event_id).collect();
         restocks.sort_unstable();
         restocks.dedup();
-        let mut shoppers: Vec<i64> = claimed.iter().map(|n| n.shopper_id).collect();
-        shoppers.sort_unstable();
-        shoppers.dedup();
-        let as_rows = |ids: &[i64]| {
-            serde_json::Value::from(ids.iter().map(|i| vec![*i]).collect::<Vec<_>>()).to_string()
-        };
+        let as_rows = json_id_rows;
         let notification_ids: Vec<i64> = claimed.iter().map(|n| n.id).collect();
         with_pool!(self, pool => {
             let sql = format!(
@@ -268,21 +261,35 @@ impl Db {
                 .fetch_all(pool)
                 .await?;
             out.shoppers = rows.into_iter().map(|r| (r.notification_id, r)).collect();
-            if let Some(since) = sent_since {
-                let sql = format!(
-                    "SELECT shopper_id, sent_at FROM notifications WHERE state = 'done' \
-                       AND purpose IN ('alert', 'reminder') AND sent_at > $2 \
-                       AND {}",
-                    pool.in_ids("shopper_id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
-                );
-                let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(as_rows(&shoppers))
-                    .bind(since)
-                    .fetch_all(pool)
-                    .await?;
-                for (shopper, at) in rows {
-                    out.sent_times.entry(shopper).or_default().push(at);
-                }
+            Ok(out)
+        })
+    }
+
+    /// The back-in-stock messages sent to each of `shoppers` after `since` (the
+    /// frequency cap), in one query.
+    pub async fn recent_sends(
+        &self,
+        shoppers: &[i64],
+        since: i64,
+    ) -> Result<std::collections::HashMap<i64, Vec<i64>>> {
+        let mut out: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+        if shoppers.is_empty() {
+            return Ok(out);
+        }
+        with_pool!(self, pool => {
+            let sql = format!(
+                "SELECT shopper_id, sent_at FROM notifications WHERE state = 'done' \
+                   AND purpose IN ('alert', 'reminder') AND sent_at > $2 \
+                   AND {}",
+                pool.in_ids("shopper_id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
+            );
+            let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(json_id_rows(shoppers))
+                .bind(since)
+                .fetch_all(pool)
+                .await?;
+            for (shopper, at) in rows {
+                out.entry(shopper).or_default().push(at);
             }
             Ok(out)
         })

@@ -746,6 +746,57 @@ both_dbs!(
 );
 
 both_dbs!(
+    the_frequency_cap_is_checked_again_at_send,
+    |backend: Backend| async move {
+        let s = shop(
+            backend,
+            json!({"frequency_cap": {"max_messages": 1, "window_secs": 86400}}),
+        )
+        .await;
+        assert_eq!(
+            s.sign_up(json!({"email": "ann@x.test", "sku": "S-42"}))
+                .await
+                .0,
+            201
+        );
+        s.stock("S-42", 5).await;
+        restock::planning::plan_due(&s.t.app).await.expect("plan");
+        // After planning, another instance sends Ann a message (recorded as a sent
+        // reminder of the same restock): the alert must now wait for the window.
+        let sql = "INSERT INTO notifications (store_id, restock_event_id, shopper_id, subscription_id, \
+                     extra_subscription_id, variant_id, purpose, channel, contact_point_id, recipient, wave, \
+                     state, attempts, due_at, planned_at, updated_at, sent_at) \
+                   SELECT store_id, restock_event_id, shopper_id, subscription_id, extra_subscription_id, variant_id, \
+                     'reminder', channel, contact_point_id, recipient, wave, 'done', 1, due_at, planned_at, $1, $1 \
+                   FROM notifications WHERE purpose = 'alert'";
+        let now = s.t.app.now();
+        let inserted = match &s.t.app.db {
+            restock::storage::Db::Sqlite(p) => sqlx::query(sql)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()),
+            restock::storage::Db::Postgres(p) => sqlx::query(sql)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .expect("insert");
+        assert_eq!(inserted, 1);
+        s.deliver().await;
+        assert_eq!(s.received().len(), 0, "capped at send");
+        let m = s.messages("ann@x.test").await;
+        assert!(
+            m.iter()
+                .any(|m| m["status"] == "deferred" && m["reason"] == "frequency_cap"),
+            "{m:?}"
+        );
+        s.stop().await;
+    }
+);
+
+both_dbs!(
     an_exact_share_is_held_out_to_measure_lift,
     |backend: Backend| async move {
         let s = shop(backend, json!({"holdout_percent": 10})).await;
