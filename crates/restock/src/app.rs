@@ -44,6 +44,11 @@ pub struct AppInner {
     pub work_ready: Notify,
     /// Woken when this process records a restock, so planning starts at once.
     pub plan_ready: Notify,
+    /// This process's name among the instances sharing the database (host and a
+    /// random suffix): the owner of the source leases it holds.
+    pub instance_name: String,
+    /// Outbound events (logged, and published when a publisher is connected).
+    pub events: crate::events::Events,
 }
 
 impl std::ops::Deref for App {
@@ -92,6 +97,12 @@ impl App {
                 email,
                 work_ready: Notify::new(),
                 plan_ready: Notify::new(),
+                instance_name: format!(
+                    "{}-{}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "restock".into()),
+                    crate::util::random_token(6)
+                ),
+                events: crate::events::Events::default(),
             }),
         })
     }

@@ -22,6 +22,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub http: HttpConfig,
     pub retention: RetentionConfig,
+    pub intake: IntakeConfig,
     pub secrets: SecretsConfig,
 }
 
@@ -37,6 +38,19 @@ pub struct HttpConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    pub enabled: bool,
+    pub tick_ms: u64,
+    pub lease_secs: i64,
+    pub retry_base_ms: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_secs: i64,
+    pub stale_after_secs: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     pub interval_secs: u64,
     pub batch_size: i64,

@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod error_code;
+pub mod events;
 pub mod http;
 pub mod intake;
 pub mod metrics;
@@ -68,6 +69,11 @@ pub async fn run(
         .dispatch
         .enabled
         .then(|| tokio::spawn(planning::run_worker(app.clone(), shutdown.clone())));
+    let intake = app
+        .config
+        .intake
+        .enabled
+        .then(|| tokio::spawn(intake::runner::run(app.clone(), shutdown.clone())));
     http::server::serve(
         listener,
         http::router(app.clone()),
@@ -80,6 +86,9 @@ pub async fn run(
     }
     if let Some(planner) = planner {
         planner.await?;
+    }
+    if let Some(intake) = intake {
+        intake.await?;
     }
     app.db.close().await;
     tracing::info!("restock stopped");

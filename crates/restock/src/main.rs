@@ -44,6 +44,12 @@ enum Command {
     },
     /// Measure planning throughput and restock-to-send latency.
     Bench(restock::bench::BenchArgs),
+    /// Show every source (pollers, streams, built-in push sources) with its health.
+    Sources {
+        /// Only this store's sources.
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Manage secrets at rest.
     Secrets {
         #[command(subcommand)]
@@ -258,6 +264,51 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => restock::bench::run(args).await,
+        Command::Sources { store } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            let only = match &store {
+                Some(slug) => Some(
+                    db.store_by_slug(slug)
+                        .await?
+                        .with_context(|| format!("no store {slug:?}"))?
+                        .store_id(),
+                ),
+                None => None,
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            let ago = |t: Option<i64>| match t {
+                Some(t) => format!("{}s ago", (now - t).max(0) / 1000),
+                None => "never".into(),
+            };
+            println!(
+                "STORE\tNAME\tKIND\tSTATUS\tLAST SUCCESS\tLAG\tFAILURES\tERROR RATE\tAPPLIED\tREJECTED\tLAST ERROR"
+            );
+            for r in db.all_sources().await? {
+                if only.is_some_and(|s| s.0 != r.store_id) {
+                    continue;
+                }
+                let h = restock::http::sources::health_of(&config.intake, &r, now);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.0}%\t{}\t{}\t{}",
+                    r.store_id,
+                    r.name,
+                    r.kind,
+                    h.status,
+                    ago(h.last_success_at),
+                    h.lag_seconds
+                        .map(|l| format!("{l:.0}s"))
+                        .unwrap_or_else(|| "-".into()),
+                    h.consecutive_failures,
+                    h.error_rate * 100.0,
+                    h.applied,
+                    h.rejected,
+                    h.last_error.unwrap_or_default().replace(['\t', '\n'], " ")
+                );
+            }
+            Ok(())
+        }
         Command::Secrets {
             command: SecretsCommand::Rotate,
         } => {

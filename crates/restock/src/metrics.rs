@@ -3,8 +3,8 @@
 //! right across several instances.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::storage::Db;
@@ -28,6 +28,19 @@ pub struct Metrics {
     pub lease_renewals: IntCounter,
     /// Outcomes written per group commit.
     pub record_batch: Histogram,
+    /// Items configured sources delivered, by kind and outcome (applied, rejected).
+    pub source_items: IntCounterVec,
+    /// Failed runs (or stream sessions) of configured sources, by kind.
+    pub source_failures: IntCounterVec,
+    /// Sources found stale, by kind.
+    pub source_stale_events: IntCounterVec,
+    /// Duration of pollers' runs, by kind.
+    pub source_run_seconds: HistogramVec,
+    /// Per source, read at scrape time: seconds since its newest change, failures in a
+    /// row, and whether it is stale.
+    source_lag: GaugeVec,
+    source_consecutive_failures: IntGaugeVec,
+    source_stale: IntGaugeVec,
 }
 
 impl Metrics {
@@ -92,6 +105,52 @@ impl Metrics {
             )
             .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0]),
         );
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|_| unreachable!("static metric definitions are valid"))
+        };
+        let source_items = counters(
+            "source_items_total",
+            "Items configured sources delivered, by kind and outcome",
+            &["kind", "outcome"],
+        );
+        let source_failures = counters(
+            "source_failures_total",
+            "Failed runs or stream sessions of configured sources, by kind",
+            &["kind"],
+        );
+        let source_stale_events = counters(
+            "source_stale_total",
+            "Sources found stale (no success within their limit), by kind",
+            &["kind"],
+        );
+        let source_run_seconds = HistogramVec::new(
+            HistogramOpts::new("source_run_seconds", "Duration of a poller's run").buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            &["kind"],
+        )
+        .unwrap_or_else(|_| unreachable!("static metric definitions are valid"));
+        let source_lag = GaugeVec::new(
+            Opts::new(
+                "source_lag_seconds",
+                "Seconds since the newest change a source reported",
+            ),
+            &["store", "source"],
+        )
+        .unwrap_or_else(|_| unreachable!("static metric definitions are valid"));
+        let gauges = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["store", "source"])
+                .unwrap_or_else(|_| unreachable!("static metric definitions are valid"))
+        };
+        let source_consecutive_failures = gauges(
+            "source_consecutive_failures",
+            "Failed runs in a row of a source",
+        );
+        let source_stale = gauges(
+            "source_stale",
+            "1 while a source has had no success within its limit",
+        );
         let (claim_wait, slow_claims, lease_renewals, record_batch) =
             match (claim_wait, slow_claims, lease_renewals, record_batch) {
                 (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
@@ -121,6 +180,13 @@ impl Metrics {
             Box::new(slow_claims.clone()),
             Box::new(lease_renewals.clone()),
             Box::new(record_batch.clone()),
+            Box::new(source_items.clone()),
+            Box::new(source_failures.clone()),
+            Box::new(source_stale_events.clone()),
+            Box::new(source_run_seconds.clone()),
+            Box::new(source_lag.clone()),
+            Box::new(source_consecutive_failures.clone()),
+            Box::new(source_stale.clone()),
         ] {
             if let Err(e) = registry.register(c) {
                 tracing::error!(error = %e, "metric registration failed");
@@ -138,6 +204,13 @@ impl Metrics {
             slow_claims,
             lease_renewals,
             record_batch,
+            source_items,
+            source_failures,
+            source_stale_events,
+            source_run_seconds,
+            source_lag,
+            source_consecutive_failures,
+            source_stale,
         }
     }
 
@@ -152,6 +225,27 @@ impl Metrics {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading outbox depth for metrics"),
+        }
+        match db.all_sources().await {
+            Ok(rows) => {
+                let now = chrono::Utc::now().timestamp_millis();
+                for r in rows {
+                    let labels = [r.store_id.to_string(), r.name.clone()];
+                    let labels = [labels[0].as_str(), labels[1].as_str()];
+                    if let Some(at) = r.last_event_at {
+                        self.source_lag
+                            .with_label_values(&labels)
+                            .set(((now - at).max(0) as f64) / 1000.0);
+                    }
+                    self.source_consecutive_failures
+                        .with_label_values(&labels)
+                        .set(r.consecutive_failures);
+                    self.source_stale
+                        .with_label_values(&labels)
+                        .set(i64::from(r.stale_since.is_some()));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading sources for metrics"),
         }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -183,6 +183,21 @@ pub async fn rotate(db: &crate::storage::Db, secrets: &SecretBox) -> anyhow::Res
             }
         }
     }
+    for (id, store, name, stored) in db.source_configs().await? {
+        if secrets.is_current(&stored) {
+            continue;
+        }
+        let context = crate::intake::source::seal_context(store, &name);
+        let plain = secrets
+            .open(&context, &stored)
+            .map_err(|e| anyhow::anyhow!("source {name:?} of store {store}: {e}"))?;
+        if db
+            .reseal_source(id, &stored, &secrets.seal(&context, &plain))
+            .await?
+        {
+            changed += 1;
+        }
+    }
     const LINK: &str = "link_signing_key";
     let stored = db
         .instance_secret(LINK, &secrets.seal(LINK, &crate::util::random_token(32)))

@@ -450,6 +450,13 @@ pub async fn put_product(
     if !restocks.is_empty() {
         app.plan_ready.notify_one();
     }
+    // Stock that arrived before the catalog named these SKUs, parked, applies now.
+    let skus: Vec<String> = input
+        .variants
+        .iter()
+        .map(|v| v.sku.as_str().to_string())
+        .collect();
+    super::rejections::replay_parked(&app, store, &skus).await;
     let product = app
         .db
         .product(store, &id)

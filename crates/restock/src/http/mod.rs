@@ -17,6 +17,7 @@ pub mod rejections;
 pub mod schemas;
 pub mod server;
 pub mod shoppers;
+pub mod sources;
 pub mod stock;
 pub mod store;
 pub mod storefront;
@@ -142,6 +143,13 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(notifications::replay_notification))
         .routes(routes!(rejections::list_rejections))
         .routes(routes!(rejections::replay_rejection))
+        .routes(routes!(rejections::replay_matching))
+        .routes(routes!(sources::list_sources))
+        .routes(routes!(
+            sources::get_source,
+            sources::put_source,
+            sources::delete_source
+        ))
         .routes(routes!(tracking::click))
         .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
         .routes(routes!(tracking::cancel_page, tracking::cancel))

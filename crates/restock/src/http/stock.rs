@@ -96,6 +96,14 @@ pub async fn post_stock(
             rejection_id: *id,
         });
     }
+    for (k, r, id) in &out.refused {
+        items.push(RejectedItem {
+            index: parsed_positions[*k],
+            code: r.reason_code.clone(),
+            reason: r.reason.clone(),
+            rejection_id: *id,
+        });
+    }
     items.sort_by_key(|i| i.index);
     Ok(Json(StockBatchResult {
         applied: out.applied,

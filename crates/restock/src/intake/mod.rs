@@ -3,9 +3,15 @@
 //! as a rejection with its reason.
 
 pub mod api;
+pub mod jetstream;
 pub mod orders;
+pub mod poll_http;
+pub mod poll_sql;
+pub mod runner;
 pub mod shopify;
 pub mod signature;
+pub mod source;
+pub mod websocket;
 pub mod woocommerce;
 
 use restock_core::ids::StoreId;
@@ -21,8 +27,9 @@ pub const MAX_QUANTITY: i64 = 1_000_000_000;
 use crate::storage::rejections::NewRejection;
 use crate::storage::stock::BatchOutcome;
 
-/// Applies parsed updates (and keeps the unparseable ones), then wakes dispatch if
-/// anything was planned.
+/// Applies parsed updates from `source` (and keeps the unparseable ones) under the
+/// profile the store set for that source, records the delivery on a built-in
+/// source's health, then wakes planning if anything restocked.
 pub async fn apply(
     app: &App,
     store: StoreId,
@@ -30,11 +37,71 @@ pub async fn apply(
     updates: &[StockUpdate],
     rejected: &[NewRejection],
 ) -> Result<BatchOutcome, crate::storage::StorageError> {
-    let out = app
+    let profile = source::profile_of(app, store, source).await;
+    let out = apply_with(
+        app,
+        store,
+        source,
+        &profile,
+        updates.to_vec(),
+        rejected.to_vec(),
+    )
+    .await?;
+    if source::Kind::parse(source).is_some_and(|k| !k.is_configured()) {
+        let newest = updates.iter().map(|u| u.version.observed_at_ms).max();
+        app.db
+            .record_push(
+                store,
+                source,
+                out.applied as i64,
+                out.rejection_ids.len() as i64,
+                newest,
+                app.now(),
+            )
+            .await?;
+    }
+    Ok(out)
+}
+
+/// [`apply`] with the profile given: the quantity and duplicate rules first, then
+/// placeholders for unknown SKUs if the profile asks, then the stock batch.
+pub async fn apply_with(
+    app: &App,
+    store: StoreId,
+    source: &str,
+    profile: &source::Profile,
+    updates: Vec<StockUpdate>,
+    mut rejected: Vec<NewRejection>,
+) -> Result<BatchOutcome, crate::storage::StorageError> {
+    let screened = profile.screen(store, source, updates);
+    let updates = screened.kept;
+    let parse_failures = rejected.len();
+    rejected.extend(screened.refused.iter().map(|(_, r)| r.clone()));
+    if profile.unknown_sku == source::UnknownSku::Placeholder {
+        app.db
+            .ensure_placeholders(store, &updates, app.now())
+            .await?;
+    }
+    let mut out = app
         .db
-        .apply_stock_batch(store, source, updates, rejected, app.now())
+        .apply_stock_batch(store, source, &updates, &rejected, app.now())
         .await?;
-    for r in rejected {
+    // Positions in what the caller passed, not in what the profile let through.
+    for i in &mut out.unknown_sku {
+        *i = screened.kept_at[*i];
+    }
+    let refused_ids = out
+        .rejection_ids
+        .iter()
+        .skip(out.unknown_sku.len() + parse_failures)
+        .copied();
+    out.refused = screened
+        .refused
+        .into_iter()
+        .zip(refused_ids)
+        .map(|((i, r), id)| (i, r, id))
+        .collect();
+    for r in &rejected {
         app.metrics
             .intake_rejects
             .with_label_values(&[source, &r.reason_code])
@@ -51,8 +118,6 @@ pub async fn apply(
             .restocks
             .with_label_values(&[source])
             .inc_by(out.restocks.len() as u64);
-    }
-    if !out.restocks.is_empty() {
         app.plan_ready.notify_one();
     }
     Ok(out)

@@ -120,6 +120,11 @@ impl From<sqlx::Error> for CatalogError {
     }
 }
 
+/// External id prefix of the products a source's profile creates for SKUs the catalog
+/// does not know yet. Such a product takes no sign-ups; the first real product that
+/// names the SKU adopts its variant.
+pub const PLACEHOLDER_PREFIX: &str = "restock-placeholder:";
+
 impl Db {
     pub async fn upsert_category(&self, store: StoreId, c: &CategoryInput) -> Result<()> {
         with_pool!(self, pool => {
@@ -201,8 +206,24 @@ impl Db {
                     .bind(v.sku.as_str())
                     .fetch_optional(&mut *tx)
                     .await?;
-                if owner.is_some_and(|o| o != product_id) {
-                    return Err(CatalogError::SkuTaken(v.sku.as_str().to_string()));
+                if let Some(o) = owner.filter(|o| *o != product_id) {
+                    // A placeholder a source's profile created for an unknown SKU is
+                    // adopted by the first product that names the SKU.
+                    let placeholder: Option<String> = sqlx::query_scalar(
+                        "SELECT external_id FROM products WHERE id = $1",
+                    )
+                    .bind(o)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if !placeholder.is_some_and(|e| e.starts_with(PLACEHOLDER_PREFIX)) {
+                        return Err(CatalogError::SkuTaken(v.sku.as_str().to_string()));
+                    }
+                    sqlx::query("UPDATE variants SET product_id = $1 WHERE store_id = $2 AND sku = $3")
+                        .bind(product_id)
+                        .bind(store.0)
+                        .bind(v.sku.as_str())
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 if let Some(item) = &v.inventory_item_id {
                     let holder: Option<String> = sqlx::query_scalar(
@@ -288,6 +309,63 @@ impl Db {
             .fetch_all(pool)
             .await?)
         })
+    }
+
+    /// Gives each SKU of `updates` the catalog does not know a placeholder product and
+    /// variant, so its stock can be kept until the catalog names it (see
+    /// [`PLACEHOLDER_PREFIX`]).
+    pub async fn ensure_placeholders(
+        &self,
+        store: StoreId,
+        updates: &[restock_core::stock::StockUpdate],
+        now: i64,
+    ) -> Result<usize> {
+        let skus: std::collections::BTreeSet<&str> =
+            updates.iter().map(|u| u.sku.as_str()).collect();
+        let mut created = 0;
+        with_pool!(self, pool => {
+            for sku in skus {
+                let known: Option<i64> = sqlx::query_scalar("SELECT id FROM variants WHERE store_id = $1 AND sku = $2")
+                    .bind(store.0)
+                    .bind(sku)
+                    .fetch_optional(pool)
+                    .await?;
+                if known.is_some() {
+                    continue;
+                }
+                let mut tx = pool.begin_write().await?;
+                let external = format!("{PLACEHOLDER_PREFIX}{sku}");
+                sqlx::query(
+                    "INSERT INTO products (store_id, external_id, title, description, url, price_minor, currency, updated_at) \
+                     VALUES ($1, $2, $3, 'Created for stock that arrived before the catalog named its SKU.', '', 0, 'XXX', $4) \
+                     ON CONFLICT (store_id, external_id) DO NOTHING",
+                )
+                .bind(store.0)
+                .bind(&external)
+                .bind(sku)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let product: i64 = sqlx::query_scalar("SELECT id FROM products WHERE store_id = $1 AND external_id = $2")
+                    .bind(store.0)
+                    .bind(&external)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                created += sqlx::query(
+                    "INSERT INTO variants (store_id, product_id, sku, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (store_id, sku) DO NOTHING",
+                )
+                .bind(store.0)
+                .bind(product)
+                .bind(sku)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as usize;
+                tx.commit().await?;
+            }
+        });
+        Ok(created)
     }
 
     pub async fn variant_by_sku(&self, store: StoreId, sku: &str) -> Result<Option<VariantRow>> {

@@ -23,6 +23,7 @@ pub mod planning;
 pub mod rejections;
 pub mod retention;
 pub mod signup_writer;
+pub mod sources;
 pub mod stock;
 pub mod stores;
 pub mod tracking;

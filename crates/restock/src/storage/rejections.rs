@@ -22,15 +22,108 @@ pub struct RejectionRow {
     pub reason_code: String,
     pub reason: String,
     pub payload: String,
+    /// When it first arrived (ms).
     pub received_at: i64,
+    /// When the same payload last arrived again (ms).
+    pub last_seen_at: i64,
+    /// How many times it arrived.
+    pub seen_count: i64,
     pub replayed_at: Option<i64>,
     pub replay_result: Option<String>,
+    /// Shoppers waiting on the SKUs it names (its business impact).
+    pub waiting: i64,
+    /// Those shoppers' value at the variants' current prices, in minor units.
+    pub value_minor: i64,
 }
 
 macro_rules! columns {
     () => {
-        "id, source, reason_code, reason, payload, received_at, replayed_at, replay_result"
+        "r.id, r.source, r.reason_code, r.reason, r.payload, r.received_at, \
+         COALESCE(r.last_seen_at, r.received_at) AS last_seen_at, r.seen_count, r.replayed_at, r.replay_result, \
+         COALESCE(i.waiting, 0) AS waiting, COALESCE(i.value_minor, 0) AS value_minor"
     };
+}
+
+/// Each rejection's impact: the shoppers waiting on the SKUs it names (a product-wide
+/// sign-up counts for each of the product's variants it names), and their value.
+macro_rules! impact_join {
+    () => {
+        " FROM rejections r LEFT JOIN ( \
+            SELECT rs.rejection_id, COUNT(DISTINCT s.shopper_id) AS waiting, \
+                   CAST(SUM(COALESCE(v.price_minor, p.price_minor)) AS BIGINT) AS value_minor \
+            FROM rejection_skus rs \
+            JOIN variants v ON v.store_id = rs.store_id AND v.sku = rs.sku \
+            JOIN products p ON p.id = v.product_id \
+            JOIN subscriptions s ON s.store_id = v.store_id AND s.product_id = v.product_id \
+                 AND s.status = 'waiting' AND (s.variant_id = v.id OR s.variant_id IS NULL) \
+            WHERE rs.store_id = $1 \
+            GROUP BY rs.rejection_id) i ON i.rejection_id = r.id "
+    };
+}
+
+/// Which rejections a listing or a bulk replay takes.
+#[derive(Debug, Clone, Default)]
+pub struct RejectionFilter {
+    pub source: Option<String>,
+    pub reason_code: Option<String>,
+    /// Only those naming this SKU.
+    pub sku: Option<String>,
+    /// Only those not yet replayed successfully.
+    pub open_only: bool,
+    /// Only those last seen at or after this time (ms).
+    pub since: Option<i64>,
+}
+
+/// A fingerprint of what was rejected where and why: the same payload rejected again
+/// for the same reason counts on its first row instead of filing a new one.
+pub fn fingerprint(r: &NewRejection) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        r.store
+            .map(|s| s.0.to_string())
+            .unwrap_or_default()
+            .as_str(),
+        &r.source,
+        &r.reason_code,
+        &r.payload,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The SKUs a payload names: every string under a key called `sku` (any case) at any
+/// depth of a JSON payload. At most 100, each at most 255 characters.
+pub fn skus_in(payload: &str) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if k.eq_ignore_ascii_case("sku") {
+                        if let Some(s) = v.as_str().map(str::trim)
+                            && !s.is_empty()
+                            && s.len() <= 255
+                            && !out.iter().any(|o| o == s)
+                        {
+                            out.push(s.to_string());
+                        }
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(payload) {
+        walk(&v, &mut out);
+    }
+    out.truncate(100);
+    out
 }
 
 /// Text as both databases can store it: PostgreSQL refuses U+0000 in text, SQLite
@@ -54,26 +147,82 @@ impl Db {
         })
     }
 
-    /// A page of the store's rejections, newest first, with ids below `before`.
+    /// A page of the store's rejections matching `filter`, newest first, with ids below
+    /// `before`.
     pub async fn rejections(
         &self,
         store: StoreId,
+        filter: &RejectionFilter,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<RejectionRow>> {
+        self.rejections_in(
+            store,
+            filter,
+            "r.id < $8 ORDER BY r.id DESC LIMIT $7",
+            before.unwrap_or(i64::MAX),
+            limit,
+        )
+        .await
+    }
+
+    /// The store's rejections matching `filter`, highest impact first (value, then
+    /// shoppers waiting, then most recently seen), skipping `offset`.
+    pub async fn rejections_by_impact(
+        &self,
+        store: StoreId,
+        filter: &RejectionFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<RejectionRow>> {
+        self.rejections_in(
+            store,
+            filter,
+            "TRUE ORDER BY value_minor DESC, waiting DESC, last_seen_at DESC, r.id DESC LIMIT $7 OFFSET $8",
+            offset,
+            limit,
+        )
+        .await
+    }
+
+    async fn rejections_in(
+        &self,
+        store: StoreId,
+        f: &RejectionFilter,
+        tail: &str,
+        p8: i64,
+        limit: i64,
+    ) -> Result<Vec<RejectionRow>> {
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                columns!(),
+                impact_join!(),
+                "WHERE r.store_id = $1 AND ($2 IS NULL OR r.source = $2) AND ($3 IS NULL OR r.reason_code = $3) \
+                 AND ($4 IS NULL OR EXISTS (SELECT 1 FROM rejection_skus k WHERE k.rejection_id = r.id AND k.sku = $4)) \
+                 AND ($5 = 0 OR r.replayed_at IS NULL OR r.replay_result NOT LIKE 'applied%') \
+                 AND COALESCE(r.last_seen_at, r.received_at) >= $6 AND {}"
+            ),
+            tail
+        );
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM rejections WHERE store_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"))
-            .bind(store.0)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(pool)
-            .await?)
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(store.0)
+                .bind(f.source.as_deref())
+                .bind(f.reason_code.as_deref())
+                .bind(f.sku.as_deref())
+                .bind(i64::from(f.open_only))
+                .bind(f.since.unwrap_or(i64::MIN))
+                .bind(limit)
+                .bind(p8)
+                .fetch_all(pool)
+                .await?)
         })
     }
 
     pub async fn rejection(&self, store: StoreId, id: RejectionId) -> Result<Option<RejectionRow>> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM rejections WHERE store_id = $1 AND id = $2"))
+            Ok(sqlx::query_as(concat!("SELECT ", columns!(), impact_join!(), "WHERE r.store_id = $1 AND r.id = $2"))
                 .bind(store.0)
                 .bind(id.0)
                 .fetch_optional(pool)

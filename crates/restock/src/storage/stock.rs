@@ -42,7 +42,12 @@ pub struct BatchOutcome {
     /// Indexes of updates naming a SKU this store does not have.
     pub unknown_sku: Vec<usize>,
     pub restocks: Vec<RestockOutcome>,
+    /// Every rejection kept: unknown SKUs first, then the caller's, in order.
     pub rejection_ids: Vec<i64>,
+    /// Updates the source's profile refused (position in the caller's updates, the
+    /// dead letter, its id); their ids are also the last of `rejection_ids`.
+    #[serde(skip)]
+    pub refused: Vec<(usize, NewRejection, i64)>,
 }
 
 /// The store's policy, or the default if the stored JSON does not parse (it is
@@ -329,21 +334,39 @@ macro_rules! concat_variant_sql {
     };
 }
 
-const INSERT_REJECTION: &str = "INSERT INTO rejections (store_id, source, reason_code, reason, payload, received_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+const INSERT_REJECTION: &str = "INSERT INTO rejections (store_id, source, reason_code, reason, payload, received_at, last_seen_at, fingerprint) \
+     VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
+     ON CONFLICT (fingerprint) DO UPDATE SET seen_count = rejections.seen_count + 1, last_seen_at = excluded.last_seen_at, \
+         reason = excluded.reason, replayed_at = NULL, replay_result = NULL \
+     RETURNING id";
+
+const INSERT_REJECTION_SKU: &str = "INSERT INTO rejection_skus (rejection_id, store_id, sku) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
 macro_rules! insert_rejection {
     () => {
         async fn insert_rejection(&mut self, r: &NewRejection, now: i64) -> Result<i64> {
-            Ok(sqlx::query_scalar(INSERT_REJECTION)
+            let payload = super::rejections::storable(&r.payload).into_owned();
+            let id: i64 = sqlx::query_scalar(INSERT_REJECTION)
                 .bind(r.store.map(|s| s.0))
                 .bind(&r.source)
                 .bind(&r.reason_code)
                 .bind(super::rejections::storable(&r.reason).into_owned())
-                .bind(super::rejections::storable(&r.payload).into_owned())
+                .bind(&payload)
                 .bind(now)
+                .bind(super::rejections::fingerprint(r))
                 .fetch_one(&mut **self)
-                .await?)
+                .await?;
+            if let Some(store) = r.store {
+                for sku in super::rejections::skus_in(&payload) {
+                    sqlx::query(INSERT_REJECTION_SKU)
+                        .bind(id)
+                        .bind(store.0)
+                        .bind(sku)
+                        .execute(&mut **self)
+                        .await?;
+                }
+            }
+            Ok(id)
         }
     };
 }

@@ -27,6 +27,7 @@ mod schema_parity;
 mod shopify_webhook;
 mod signup_groups;
 mod slow_clients;
+mod sources;
 mod stock_and_planning;
 mod stock_batches;
 mod store_isolation;

@@ -1,0 +1,22 @@
+//! Placeholder.
+
+use tokio_util::sync::CancellationToken;
+
+use super::runner::SourceCtx;
+use crate::app::App;
+
+pub fn check_config(_config: &serde_json::Value) -> Result<(), String> {
+    Err("not available yet".into())
+}
+
+pub async fn run(_app: &App, _ctx: &SourceCtx, _stop: CancellationToken) -> anyhow::Result<()> {
+    anyhow::bail!("not available yet")
+}
+
+pub fn reparse(
+    _config: &serde_json::Value,
+    _payload: &str,
+    _received_at: i64,
+) -> Result<Vec<restock_core::stock::StockUpdate>, (String, String)> {
+    Err(("not_replayable".into(), "not available yet".into()))
+}
