@@ -120,9 +120,22 @@ pub async fn list_rejections(
             "offset must be 0 to 1000000",
         ));
     }
+    let sort = q.sort.unwrap_or_default();
+    if sort == RejectionSort::Impact && q.before.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "before pages sort=newest; with sort=impact (the default) page with offset",
+        ));
+    }
+    if sort == RejectionSort::Newest && q.offset.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "offset pages sort=impact; with sort=newest page with before",
+        ));
+    }
     let filter = filter_of(q.source, q.reason_code, q.sku, q.open, q.since)?;
     let full = |n: usize| n as i64 == limit;
-    let (items, next) = match q.sort.unwrap_or_default() {
+    let (items, next) = match sort {
         RejectionSort::Newest => {
             let items = app.db.rejections(store, &filter, q.before, limit).await?;
             let next = full(items.len())

@@ -5,9 +5,12 @@
 //! The payload is a REST API v3 product. A simple product with a SKU whose stock
 //! WooCommerce manages becomes one stock level at location "default", observed at
 //! the product's `date_modified_gmt`, so a late redelivery of an older edit is stale.
-//! WooCommerce announces a variation's change as `product.updated` of its parent,
-//! which lists only variation ids: there is nothing to apply then unless the payload
-//! carries the variations themselves.
+//! A variation's own change arrives as `product.updated` whose payload is the
+//! variation (`"type": "variation"`, with its own SKU and `parent_id`): it is applied
+//! like a simple product; a variation whose stock the parent manages
+//! (`manage_stock: "parent"`) reports the parent's shared count under its own SKU.
+//! The parent's `product.updated` lists only variation ids: there is nothing to apply
+//! then unless the payload carries the variation objects themselves.
 
 use chrono::{DateTime, NaiveDateTime};
 use restock_core::stock::{StockUpdate, Version};
@@ -158,7 +161,7 @@ pub fn parse_product(body: &[u8]) -> Result<ProductChange, Invalid> {
                 Ok(ProductChange::Levels(levels))
             }
         }
-        Some("simple") | None => match p.stock.level(None)? {
+        Some("simple" | "variation") | None => match p.stock.level(None)? {
             Some(level) => Ok(ProductChange::Levels(vec![level])),
             None => Ok(ProductChange::Ignored(
                 "no SKU, or WooCommerce does not manage this product's stock".into(),
@@ -203,6 +206,39 @@ mod tests {
         assert_eq!(
             parse_product(b"webhook_id=12").map(|_| ()).map_err(|e| e.0),
             Err(ErrorCode::InvalidPayload)
+        );
+    }
+
+    #[test]
+    fn reads_a_variation_and_a_variable_product_carrying_its_variations() {
+        // A variation's own product.updated, as the REST API v3 shows a variation.
+        let variation = br#"{"id": 733, "parent_id": 799, "name": "Ship Your Idea - Black", "type": "variation",
+            "sku": "SYI-BLACK", "manage_stock": true, "stock_quantity": 3, "stock_status": "instock",
+            "date_modified_gmt": "2017-03-23T20:01:14", "variations": []}"#;
+        let ProductChange::Levels(l) = parse_product(variation).expect("parses") else {
+            panic!("a level");
+        };
+        assert_eq!((l[0].sku.as_str(), l[0].available), ("SYI-BLACK", 3));
+        // Stock kept by the parent: the shared count, under the variation's SKU.
+        let shared = br#"{"id": 734, "parent_id": 799, "type": "variation", "sku": "SYI-GREEN",
+            "manage_stock": "parent", "stock_quantity": 11, "date_modified_gmt": "2017-03-23T20:01:14"}"#;
+        let ProductChange::Levels(l) = parse_product(shared).expect("parses") else {
+            panic!("a level");
+        };
+        assert_eq!((l[0].sku.as_str(), l[0].available), ("SYI-GREEN", 11));
+        // A variable product whose payload carries its variations' objects.
+        let variable = br#"{"id": 799, "type": "variable", "sku": "", "manage_stock": false,
+            "date_modified_gmt": "2017-03-23T20:01:14",
+            "variations": [{"id": 733, "sku": "SYI-BLACK", "manage_stock": true, "stock_quantity": 0},
+                           {"id": 732, "sku": "SYI-WHITE", "manage_stock": true, "stock_quantity": 5}]}"#;
+        let ProductChange::Levels(l) = parse_product(variable).expect("parses") else {
+            panic!("levels");
+        };
+        let got: Vec<(&str, i64)> = l.iter().map(|u| (u.sku.as_str(), u.available)).collect();
+        assert_eq!(got, [("SYI-BLACK", 0), ("SYI-WHITE", 5)]);
+        assert_eq!(
+            l[1].version.observed_at_ms, 1_490_299_274_000,
+            "the parent's time"
         );
     }
 

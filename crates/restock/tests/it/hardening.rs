@@ -435,7 +435,7 @@ both_dbs!(
             .collect();
         t.stock(&store, Value::Array(items)).await;
         let mut seen = Vec::new();
-        let mut path = "/v1/rejections?limit=100".to_string();
+        let mut path = "/v1/rejections?sort=newest&limit=100".to_string();
         loop {
             let (status, page) = t.get(&path, &store.api_key).await;
             assert_eq!(status, 200, "{page}");
@@ -448,13 +448,34 @@ both_dbs!(
             assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first");
             seen.extend(ids);
             match page["next"].as_i64() {
-                Some(next) => path = format!("/v1/rejections?limit=100&before={next}"),
+                Some(next) => path = format!("/v1/rejections?sort=newest&limit=100&before={next}"),
                 None => break,
             }
         }
         assert_eq!(seen.len(), 250);
         seen.dedup();
         assert_eq!(seen.len(), 250, "no rejection twice");
+        // Ranked by impact (the default), pages follow `next` as an offset.
+        let mut ranked = Vec::new();
+        let mut path = "/v1/rejections?limit=100".to_string();
+        loop {
+            let (status, page) = t.get(&path, &store.api_key).await;
+            assert_eq!(status, 200, "{page}");
+            ranked.extend(
+                page["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .map(|r| r["id"].as_i64().expect("id")),
+            );
+            match page["next"].as_i64() {
+                Some(next) => path = format!("/v1/rejections?limit=100&offset={next}"),
+                None => break,
+            }
+        }
+        ranked.sort_unstable();
+        seen.sort_unstable();
+        assert_eq!(ranked, seen, "every rejection once, in either order");
         t.stop().await;
     }
 );

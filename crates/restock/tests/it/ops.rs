@@ -121,7 +121,8 @@ async fn openapi_describes_every_route() {
             .replace("{sku}", "NOPE")
             .replace("{handle}", "misc")
             .replace("{store}", "nostore")
-            .replace("{market}", "eu");
+            .replace("{market}", "eu")
+            .replace("{name}", "nosource");
         assert!(!concrete.contains('{'), "unfilled parameter in {path}");
         for (method, op) in item.as_object().expect("path item") {
             let Ok(m) = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()) else {

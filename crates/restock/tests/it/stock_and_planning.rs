@@ -383,7 +383,8 @@ both_dbs!(
         assert_eq!(kept.as_array().map(Vec::len), Some(5), "{kept}");
         let unknown = body["rejected"][0]["rejection_id"].as_i64().expect("id");
 
-        // Add the variant, replay: applied.
+        // Add the variant: the parked update applies by itself (the default
+        // profile), and replaying it by hand then finds nothing newer to apply.
         let mut product = common::shoe_product();
         product["variants"]
             .as_array_mut()
@@ -393,6 +394,22 @@ both_dbs!(
             t.put("/v1/products/shoe", &store.api_key, &product).await.0,
             200
         );
+        assert_eq!(variant(&t, &store, "S-99").await["available"], 8);
+        let (_, kept) = t.get("/v1/rejections?sort=newest", &store.api_key).await;
+        let parked = kept["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|r| r["id"].as_i64() == Some(unknown))
+            .cloned()
+            .expect("kept");
+        assert_eq!(
+            parked["replay_result"]
+                .as_str()
+                .map(|r| r.starts_with("applied")),
+            Some(true),
+            "{parked}"
+        );
         let (status, r) = t
             .post(
                 &format!("/v1/rejections/{unknown}/replay"),
@@ -400,11 +417,7 @@ both_dbs!(
                 &json!({}),
             )
             .await;
-        assert_eq!(
-            (status, r["result"].clone()),
-            (200, json!("applied")),
-            "{r}"
-        );
+        assert_eq!((status, r["result"].clone()), (200, json!("stale")), "{r}");
         assert_eq!(variant(&t, &store, "S-99").await["available"], 8);
 
         // Too large a batch is refused whole.

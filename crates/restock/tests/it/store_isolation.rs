@@ -214,6 +214,11 @@ both_dbs!(
             (Method::POST, "/v1/notifications/1/replay"),
             (Method::GET, "/v1/rejections"),
             (Method::POST, "/v1/rejections/1/replay"),
+            (Method::POST, "/v1/rejections/replay"),
+            (Method::GET, "/v1/sources"),
+            (Method::GET, "/v1/sources/warehouse"),
+            (Method::PUT, "/v1/sources/warehouse"),
+            (Method::DELETE, "/v1/sources/warehouse"),
         ];
         // The OpenAPI document lists every operation secured by the API key: make sure
         // this table covers them all.
@@ -238,7 +243,8 @@ both_dbs!(
                         .replace("{id}", "1")
                         .replace("{handle}", "shoes")
                         .replace("{sku}", "S-42")
-                        .replace("{market}", "eu");
+                        .replace("{market}", "eu")
+                        .replace("{name}", "warehouse");
                     let concrete = if concrete == "/v1/products/1" {
                         "/v1/products/shoe".to_string()
                     } else {
