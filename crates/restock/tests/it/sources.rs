@@ -371,3 +371,44 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+both_dbs!(
+    the_operator_sees_sources_and_their_health_from_the_command_line,
+    |backend: Backend| async move {
+        let t = TestApp::spawn(backend).await;
+        let s = t.create_store("alpha").await;
+        let other = t.create_store("beta").await;
+        t.seed_catalog(&s).await;
+        t.seed_catalog(&other).await;
+        t.stock(
+            &s,
+            json!([{"sku": "S-42", "available": 3}, {"sku": "GONE", "available": 1}]),
+        )
+        .await;
+        t.stock(&other, json!([{"sku": "S-43", "available": 2}]))
+            .await;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_restock"))
+            .args(["sources", "--store", "alpha"])
+            .current_dir(t.db.dir.path())
+            .env("RESTOCK_DATABASE__URL", &t.db.url)
+            .output()
+            .expect("run restock");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<Vec<&str>> = stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').collect())
+            .collect();
+        assert_eq!(rows.len(), 1, "only alpha's sources: {stdout}");
+        let row = &rows[0];
+        assert_eq!(&row[1..4], ["api", "api", "ok"], "{stdout}");
+        // Applied 1, rejected 1 (the unknown SKU, parked).
+        assert_eq!(&row[8..10], ["1", "1"], "{stdout}");
+        t.stop().await;
+    }
+);
