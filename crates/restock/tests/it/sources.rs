@@ -412,3 +412,75 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+both_dbs!(
+    a_source_that_goes_quiet_is_marked_stale_once_and_raises_an_event,
+    |backend: Backend| async move {
+        let t =
+            TestApp::spawn_with(backend, "[intake]\nstale_after_secs = 60\ntick_ms = 50\n").await;
+        let (tx, mut events) = tokio::sync::mpsc::channel(16);
+        assert!(t.app.events.connect(tx));
+        let s = t.create_store("alpha").await;
+        t.seed_catalog(&s).await;
+        t.stock(&s, json!([{"sku": "S-42", "available": 3}])).await;
+        let status = |t: &TestApp| {
+            let key = s.api_key.clone();
+            let url = t.url("/v1/sources/api");
+            let http = t.http.clone();
+            async move {
+                let r: Value = http
+                    .get(url)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .expect("get")
+                    .json()
+                    .await
+                    .expect("json");
+                r
+            }
+        };
+        // Fresh within the limit, whatever the workers check.
+        t.advance(59_000);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(status(&t).await["health"]["status"], "ok");
+        assert!(events.try_recv().is_err(), "no event while fresh");
+        // Past it: stale, once.
+        t.advance(2_000);
+        let mut seen = Value::Null;
+        for _ in 0..100 {
+            seen = status(&t).await;
+            if seen["health"]["status"] == "stale" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen["health"]["status"], "stale", "{seen}");
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event")
+            .expect("open");
+        assert_eq!(e.event, "source.stale");
+        assert_eq!(e.store_id, Some(s.id));
+        assert_eq!(e.data["source"], "api");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(events.try_recv().is_err(), "raised once per episode");
+        let metrics = t
+            .http
+            .get(t.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("restock_source_stale_total{kind=\"api\"} 1"),
+            "{metrics}"
+        );
+        // A delivery makes it fresh again.
+        t.stock(&s, json!([{"sku": "S-42", "available": 4}])).await;
+        assert_eq!(status(&t).await["health"]["status"], "ok");
+        t.stop().await;
+    }
+);
