@@ -38,10 +38,11 @@ pub struct RejectionQuery {
     /// Only rejections seen at or after this time (unix milliseconds).
     #[param(minimum = 0)]
     pub since: Option<i64>,
-    /// With sort=newest: rejections older than this cursor (the `next` of the previous page).
+    /// Only rejections older than this id (with sort=newest, the `next` of the
+    /// previous page).
     #[param(minimum = 1)]
     pub before: Option<i64>,
-    /// With sort=impact: skip this many (the `next` of the previous page).
+    /// Skip this many (with sort=impact, the `next` of the previous page).
     #[param(minimum = 0, maximum = 1000000)]
     pub offset: Option<i64>,
     /// At most this many items (1-500, default 100).
@@ -60,8 +61,8 @@ pub enum RejectionSort {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectionPage {
     pub items: Vec<RejectionRow>,
-    /// Cursor for the next page (`before` for sort=newest, `offset` for sort=impact),
-    /// absent on the last.
+    /// Cursor for the next page, absent on the last: pass it as `before` with
+    /// sort=newest (unless you page with `offset`), as `offset` with sort=impact.
     pub next: Option<i64>,
 }
 
@@ -121,36 +122,24 @@ pub async fn list_rejections(
         ));
     }
     let sort = q.sort.unwrap_or_default();
-    if sort == RejectionSort::Impact && q.before.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "before pages sort=newest; with sort=impact (the default) page with offset",
-        ));
-    }
-    if sort == RejectionSort::Newest && q.offset.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "offset pages sort=impact; with sort=newest page with before",
-        ));
-    }
     let filter = filter_of(q.source, q.reason_code, q.sku, q.open, q.since)?;
-    let full = |n: usize| n as i64 == limit;
-    let (items, next) = match sort {
-        RejectionSort::Newest => {
-            let items = app.db.rejections(store, &filter, q.before, limit).await?;
-            let next = full(items.len())
-                .then(|| items.last().map(|r| r.id))
-                .flatten();
-            (items, next)
-        }
-        RejectionSort::Impact => {
-            let items = app
-                .db
-                .rejections_by_impact(store, &filter, offset, limit)
-                .await?;
-            let next = full(items.len()).then_some(offset + limit);
-            (items, next)
-        }
+    let items = app
+        .db
+        .rejections(
+            store,
+            &filter,
+            sort == RejectionSort::Impact,
+            q.before,
+            offset,
+            limit,
+        )
+        .await?;
+    let next = if items.len() as i64 != limit {
+        None
+    } else if sort == RejectionSort::Newest && q.offset.is_none() {
+        items.last().map(|r| r.id)
+    } else {
+        Some(offset + limit)
     };
     Ok(Json(RejectionPage { items, next }))
 }
@@ -400,7 +389,7 @@ pub async fn replay_matching(
     .map_err(|e| ApiError::new(ErrorCode::InvalidPayload, e.message))?;
     let rows = app
         .db
-        .rejections_by_impact(store, &filter, 0, limit)
+        .rejections(store, &filter, true, None, 0, limit)
         .await?;
     Ok(Json(replay_rows(&app, store, &rows).await?))
 }
@@ -494,7 +483,7 @@ pub async fn replay_parked(app: &App, store: StoreId, skus: &[String]) {
             open_only: true,
             ..RejectionFilter::default()
         };
-        let rows = match app.db.rejections_by_impact(store, &filter, 0, 1000).await {
+        let rows = match app.db.rejections(store, &filter, true, None, 0, 1000).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, sku, "cannot look up parked updates");

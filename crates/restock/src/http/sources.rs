@@ -188,7 +188,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 
 /// One source with its health.
 #[utoipa::path(get, path = "/v1/sources/{name}", tag = "intake", security(("api_key" = [])),
-    params(("name" = String, Path, max_length = 64)),
+    params(("name" = String, Path, description = "The source's name (a built-in source's is its kind)", pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = SourceView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_source(
     State(app): State<App>,
@@ -206,7 +206,7 @@ pub async fn get_source(
 /// Connect or change a source: a poller or stream with its settings, or a built-in
 /// source's validation profile. Changes reach the running workers within a second.
 #[utoipa::path(put, path = "/v1/sources/{name}", tag = "intake", security(("api_key" = [])),
-    params(("name" = String, Path, max_length = 64)), request_body = SourceBody,
+    params(("name" = String, Path, description = "The source's name (a built-in source's is its kind)", pattern = "^[A-Za-z0-9._-]{1,64}$")), request_body = SourceBody,
     responses((status = 200, body = SourceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_source(
@@ -279,7 +279,7 @@ pub async fn put_source(
 
 /// Disconnect a source. Its dead letters stay.
 #[utoipa::path(delete, path = "/v1/sources/{name}", tag = "intake", security(("api_key" = [])),
-    params(("name" = String, Path, max_length = 64)),
+    params(("name" = String, Path, description = "The source's name (a built-in source's is its kind)", pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_source(
     State(app): State<App>,

@@ -147,38 +147,28 @@ impl Db {
         })
     }
 
-    /// A page of the store's rejections matching `filter`, newest first, with ids below
-    /// `before`.
+    /// A page of the store's rejections matching `filter` with ids below `before`:
+    /// highest impact first (value, then shoppers waiting, then most recently seen)
+    /// when `by_impact`, else newest first; skipping `offset`.
     pub async fn rejections(
         &self,
         store: StoreId,
         filter: &RejectionFilter,
+        by_impact: bool,
         before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<RejectionRow>> {
-        self.rejections_in(
-            store,
-            filter,
-            "r.id < $8 ORDER BY r.id DESC LIMIT $7",
-            before.unwrap_or(i64::MAX),
-            limit,
-        )
-        .await
-    }
-
-    /// The store's rejections matching `filter`, highest impact first (value, then
-    /// shoppers waiting, then most recently seen), skipping `offset`.
-    pub async fn rejections_by_impact(
-        &self,
-        store: StoreId,
-        filter: &RejectionFilter,
         offset: i64,
         limit: i64,
     ) -> Result<Vec<RejectionRow>> {
+        let order = if by_impact {
+            "value_minor DESC, waiting DESC, last_seen_at DESC, r.id DESC"
+        } else {
+            "r.id DESC"
+        };
         self.rejections_in(
             store,
             filter,
-            "TRUE ORDER BY value_minor DESC, waiting DESC, last_seen_at DESC, r.id DESC LIMIT $7 OFFSET $8",
+            &format!("r.id < $8 ORDER BY {order} LIMIT $7 OFFSET $9"),
+            before.unwrap_or(i64::MAX),
             offset,
             limit,
         )
@@ -191,6 +181,7 @@ impl Db {
         f: &RejectionFilter,
         tail: &str,
         p8: i64,
+        p9: i64,
         limit: i64,
     ) -> Result<Vec<RejectionRow>> {
         let sql = format!(
@@ -215,6 +206,7 @@ impl Db {
                 .bind(f.since.unwrap_or(i64::MIN))
                 .bind(limit)
                 .bind(p8)
+                .bind(p9)
                 .fetch_all(pool)
                 .await?)
         })
