@@ -25,13 +25,13 @@ pub struct RejectionQuery {
     pub sort: Option<RejectionSort>,
     /// Only rejections from this source (api, shopify, woocommerce, csv, or a
     /// configured source's name).
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub source: Option<String>,
     /// Only rejections with this reason code.
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub reason_code: Option<String>,
     /// Only rejections naming this SKU.
-    #[param(max_length = 255)]
+    #[param(max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub sku: Option<String>,
     /// Only rejections not yet replayed successfully.
     pub open: Option<bool>,
@@ -324,13 +324,13 @@ pub async fn replay_row(app: &App, store: StoreId, row: &RejectionRow) -> ApiRes
 #[serde(deny_unknown_fields)]
 pub struct BulkReplayBody {
     /// Only rejections from this source.
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub source: Option<String>,
     /// Only rejections with this reason code.
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub reason_code: Option<String>,
     /// Only rejections naming this SKU.
-    #[schema(max_length = 255)]
+    #[schema(max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub sku: Option<String>,
     /// Only rejections seen at or after this time (unix milliseconds).
     #[schema(minimum = 0)]
