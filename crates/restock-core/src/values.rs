@@ -275,7 +275,10 @@ impl Currency {
             return Err(err());
         }
         let mut minor: i64 = 0;
-        let padded = kept.bytes().chain(std::iter::repeat(b'0')).take(digits as usize);
+        let padded = kept
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(digits as usize);
         for b in whole.bytes().chain(padded) {
             minor = minor
                 .checked_mul(10)
@@ -437,12 +440,27 @@ mod tests {
         assert_eq!(kwd.parse_amount("1.5"), Ok(1500));
         assert_eq!(kwd.parse_amount("1.234"), Ok(1234));
         for bad in [
-            "", ".", "19.", ".99", "-1.00", "+1.00", "1e3", "1,00", " 1.00", "1.00 ", "19.999",
-            "0x10", "１.00", "92233720368547758.08",
+            "",
+            ".",
+            "19.",
+            ".99",
+            "-1.00",
+            "+1.00",
+            "1e3",
+            "1,00",
+            " 1.00",
+            "1.00 ",
+            "19.999",
+            "0x10",
+            "１.00",
+            "92233720368547758.08",
         ] {
             assert!(eur.parse_amount(bad).is_err(), "{bad:?}");
         }
-        assert!(jpy.parse_amount("1000.50").is_err(), "yen has no minor unit");
+        assert!(
+            jpy.parse_amount("1000.50").is_err(),
+            "yen has no minor unit"
+        );
         assert!(kwd.parse_amount("1.2345").is_err());
         assert_eq!(eur.parse_amount("92233720368547758.07"), Ok(i64::MAX));
     }

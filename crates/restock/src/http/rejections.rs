@@ -11,6 +11,7 @@ use super::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, ErrorCode}
 use crate::app::App;
 use crate::intake;
 use crate::intake::api::parse_batch;
+use crate::intake::shopify_products;
 use crate::storage::rejections::RejectionRow;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -55,7 +56,8 @@ pub async fn list_rejections(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReplayOutcome {
-    /// "applied", "stale", or "rejected" (with the reason; the rejection stays).
+    /// "applied", "stale", "ignored" (nothing to apply, see `detail`), or "rejected"
+    /// (with the reason; the rejection stays).
     pub result: String,
     pub detail: String,
 }
@@ -177,6 +179,26 @@ pub async fn replay_rejection(
                 }
             }
         },
+        source @ (shopify_products::SOURCE | shopify_products::DELETE_SOURCE) => {
+            let topic = if source == shopify_products::DELETE_SOURCE {
+                shopify_products::Topic::Delete
+            } else {
+                shopify_products::Topic::Upsert
+            };
+            match shopify_products::apply(&app, store, topic, row.payload.as_bytes()).await? {
+                Err((_, reason)) => ReplayOutcome {
+                    result: "rejected".into(),
+                    detail: reason,
+                },
+                Ok(applied) => {
+                    let (result, detail) = applied.describe();
+                    ReplayOutcome {
+                        result: result.into(),
+                        detail,
+                    }
+                }
+            }
+        }
         "orders" => {
             let parsed = serde_json::from_str::<crate::intake::orders::OrderBody>(&row.payload)
                 .map_err(|e| (ErrorCode::InvalidPayload, e.to_string()))

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod orders;
 pub mod shopify;
+pub mod shopify_products;
 pub mod signature;
 pub mod woocommerce;
 
