@@ -210,7 +210,7 @@ pub fn description_text(html: &str) -> String {
         end -= 1;
     }
     let text = html2text::config::plain_no_decorate()
-        .string_from_read(html[..end].as_bytes(), 100_000)
+        .string_from_read(&html.as_bytes()[..end], 100_000)
         .unwrap_or_default();
     let mut out = String::new();
     let mut blank = true;
