@@ -12,6 +12,12 @@ pub enum ValueError {
     Sku,
     #[error("a currency must be a three-letter ISO 4217 code such as EUR")]
     Currency,
+    #[error("not an amount of {currency}: {input:?} (digits, at most {digits} after the point)")]
+    Amount {
+        currency: String,
+        digits: u32,
+        input: String,
+    },
     #[error("not an absolute http(s) URL: {0}")]
     Url(String),
     #[error("a URL must not carry a user name or password: {0}")]
@@ -244,6 +250,44 @@ impl Currency {
         }
     }
 
+    /// An amount written as a decimal string ("19.99", "1000", "1000.00" for JPY) in
+    /// minor units, exactly: no float is involved. Digits after the point beyond the
+    /// currency's minor digits are accepted only when they are zeros (Shopify writes
+    /// "1000.00" for yen); anything else that cannot be held exactly is an error, as
+    /// are signs, exponents, spaces and amounts beyond `i64`.
+    pub fn parse_amount(&self, input: &str) -> Result<i64, ValueError> {
+        let digits = self.minor_digits();
+        let err = || ValueError::Amount {
+            currency: self.as_str().to_string(),
+            digits,
+            input: truncate(input),
+        };
+        let (whole, fraction) = input.split_once('.').unwrap_or((input, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+            return Err(err());
+        }
+        if input.contains('.') && fraction.is_empty() {
+            return Err(err());
+        }
+        let (kept, dropped) = fraction.split_at(fraction.len().min(digits as usize));
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err(err());
+        }
+        let mut minor: i64 = 0;
+        let padded = kept
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(digits as usize);
+        for b in whole.bytes().chain(padded) {
+            minor = minor
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(i64::from(b - b'0')))
+                .ok_or_else(err)?;
+        }
+        Ok(minor)
+    }
+
     /// Formats an amount held in minor units, e.g. `EUR 49.90`.
     pub fn format(&self, minor: i64) -> String {
         let digits = self.minor_digits();
@@ -379,6 +423,49 @@ mod tests {
     }
 
     #[test]
+    fn amounts_parse_exactly_into_minor_units() {
+        let eur = Currency::parse("EUR").expect("valid");
+        let jpy = Currency::parse("JPY").expect("valid");
+        let kwd = Currency::parse("KWD").expect("valid");
+        assert_eq!(eur.parse_amount("19.99"), Ok(1999));
+        assert_eq!(eur.parse_amount("19.9"), Ok(1990));
+        assert_eq!(eur.parse_amount("199"), Ok(19900));
+        assert_eq!(eur.parse_amount("0.10"), Ok(10));
+        assert_eq!(eur.parse_amount("199.000"), Ok(19900));
+        // 0.1 + 0.2 style float drift cannot happen: 0.29 is 29 cents exactly.
+        assert_eq!(eur.parse_amount("0.29"), Ok(29));
+        assert_eq!(eur.parse_amount("1234567.89"), Ok(123_456_789));
+        assert_eq!(jpy.parse_amount("1000.00"), Ok(1000));
+        assert_eq!(jpy.parse_amount("1000"), Ok(1000));
+        assert_eq!(kwd.parse_amount("1.5"), Ok(1500));
+        assert_eq!(kwd.parse_amount("1.234"), Ok(1234));
+        for bad in [
+            "",
+            ".",
+            "19.",
+            ".99",
+            "-1.00",
+            "+1.00",
+            "1e3",
+            "1,00",
+            " 1.00",
+            "1.00 ",
+            "19.999",
+            "0x10",
+            "１.00",
+            "92233720368547758.08",
+        ] {
+            assert!(eur.parse_amount(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            jpy.parse_amount("1000.50").is_err(),
+            "yen has no minor unit"
+        );
+        assert!(kwd.parse_amount("1.2345").is_err());
+        assert_eq!(eur.parse_amount("92233720368547758.07"), Ok(i64::MAX));
+    }
+
+    #[test]
     fn origin_is_scheme_host_port_only() {
         assert_eq!(
             Origin::parse("https://Shop.Example:8443").map(|o| o.as_str().to_string()),
@@ -417,6 +504,23 @@ mod tests {
             if let Ok(sku) = Sku::parse(&s) {
                 prop_assert_eq!(Sku::parse(sku.as_str()), Ok(sku.clone()));
                 prop_assert!(!sku.as_str().is_empty());
+            }
+        }
+
+        #[test]
+        fn amounts_round_trip_through_their_written_form(minor in 0_i64..1_000_000_000_000_000, code in prop::sample::select(vec!["EUR", "JPY", "KWD", "USD"])) {
+            let c = Currency::parse(code).expect("valid");
+            let written = c.format(minor);
+            let number = written.split_once(' ').map(|(_, n)| n).unwrap_or_default();
+            prop_assert_eq!(c.parse_amount(number), Ok(minor));
+        }
+
+        #[test]
+        fn amount_parse_never_panics(s in "[0-9.+-e ]{0,30}") {
+            let eur = Currency::parse("EUR").expect("valid");
+            if let Ok(minor) = eur.parse_amount(&s) {
+                prop_assert!(minor >= 0);
+                prop_assert!(s.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
             }
         }
 

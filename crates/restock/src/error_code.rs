@@ -63,6 +63,9 @@ error_codes! {
     RequestTimeout = ("request_timeout", REQUEST_TIMEOUT),
     /// The variant (or a variant of the product) is in stock: it can be bought now.
     InStock = ("in_stock", CONFLICT),
+    /// The product was deleted from the shop or the variant removed from its product:
+    /// it is no longer sold, so new sign-ups for it are refused.
+    Discontinued = ("discontinued", CONFLICT),
     /// The change conflicts with existing data (e.g. a taken slug or inventory item).
     Conflict = ("conflict", CONFLICT),
     /// The SKU belongs to another product of this store.
@@ -96,6 +99,9 @@ error_codes! {
     UnknownInventoryItem = ("unknown_inventory_item", UNPROCESSABLE_ENTITY),
     /// A signed webhook body that is not the documented payload.
     InvalidPayload = ("invalid_payload", UNPROCESSABLE_ENTITY),
+    /// The store lacks a setting this input needs (e.g. its `currency` for Shopify
+    /// products); set it with `PATCH /v1/store` and replay the rejection.
+    StoreSettingMissing = ("store_setting_missing", UNPROCESSABLE_ENTITY),
     /// A signed webhook for a topic Restock does not handle; kept, never applied.
     UnsupportedTopic = ("unsupported_topic", UNPROCESSABLE_ENTITY),
     /// Shopify does not track this item's quantity (`available` is null).

@@ -154,6 +154,9 @@ pub struct ProductView {
     pub notify_threshold: Option<i64>,
     #[schema(value_type = Option<super::schemas::ReleasePolicyBody>)]
     pub release: Option<ReleasePolicy>,
+    /// "active"; or, for a product the shop syncs, "draft" or "archived" (not for
+    /// sale: no restock is announced) or "deleted" (no new sign-ups).
+    pub status: String,
     pub variants: Vec<VariantView>,
 }
 
@@ -174,6 +177,9 @@ pub struct VariantView {
     /// "in_stock" or "out_of_stock".
     pub state: String,
     pub available_until: Option<String>,
+    /// When the shop removed the variant from its product: kept for its history,
+    /// not for sale, no new sign-ups.
+    pub removed_at: Option<String>,
 }
 
 impl From<VariantRow> for VariantView {
@@ -197,6 +203,7 @@ impl From<VariantRow> for VariantView {
             }
             .into(),
             available_until: v.available_until.map(crate::util::format_ms),
+            removed_at: v.removed_at.map(crate::util::format_ms),
         }
     }
 }
@@ -219,6 +226,7 @@ impl From<ProductWithVariants> for ProductView {
             min_stock: p.min_stock,
             notify_threshold: p.notify_threshold,
             release: crate::storage::stock::parse_release_policy(p.release_policy.as_deref()),
+            status: p.status,
             variants: variants.into_iter().map(Into::into).collect(),
         }
     }
@@ -302,7 +310,9 @@ fn valid_handle(s: &str) -> bool {
 }
 
 impl ProductBody {
-    fn parse(self, external_id: String) -> ApiResult<ProductInput> {
+    /// The product as the catalog holds it, validated (the API and the Shopify product
+    /// webhooks go through this one check).
+    pub(crate) fn parse(self, external_id: String) -> ApiResult<ProductInput> {
         if self.title.trim().is_empty() {
             return Err(invalid("title must not be empty"));
         }

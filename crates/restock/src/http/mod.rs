@@ -88,8 +88,10 @@ impl Modify for Security {
 pub mod limits {
     /// `POST /v1/stock`: 10,000 items of a few hundred bytes.
     pub const STOCK_BATCH: usize = 4 * 1024 * 1024;
-    /// Signed webhooks (a Shopify inventory level is a few hundred bytes).
-    pub const WEBHOOK: usize = 256 * 1024;
+    /// Signed webhooks. A Shopify inventory level is a few hundred bytes, but a
+    /// product carries up to 100 variants in full, up to 2,048 more by id, its images
+    /// and its description.
+    pub const WEBHOOK: usize = 2 * 1024 * 1024;
     /// Public storefront sign-ups.
     pub const STOREFRONT: usize = 8 * 1024;
     /// Everything else (catalog, settings, forms).

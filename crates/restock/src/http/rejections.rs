@@ -11,6 +11,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, E
 use crate::app::App;
 use crate::intake;
 use crate::intake::api::parse_batch;
+use crate::intake::shopify_products;
 use crate::intake::source::{Kind, Profile};
 use crate::storage::rejections::{RejectionFilter, RejectionRow};
 use restock_core::ids::StoreId;
@@ -146,7 +147,8 @@ pub async fn list_rejections(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReplayOutcome {
-    /// "applied", "stale", or "rejected" (with the reason; the rejection stays).
+    /// "applied", "stale", "ignored" (nothing to apply, see `detail`), or "rejected"
+    /// (with the reason; the rejection stays).
     pub result: String,
     pub detail: String,
 }
@@ -273,6 +275,26 @@ pub async fn replay_row(app: &App, store: StoreId, row: &RejectionRow) -> ApiRes
                 }
             }
         },
+        source @ (shopify_products::SOURCE | shopify_products::DELETE_SOURCE) => {
+            let topic = if source == shopify_products::DELETE_SOURCE {
+                shopify_products::Topic::Delete
+            } else {
+                shopify_products::Topic::Upsert
+            };
+            match shopify_products::apply(&app, store, topic, row.payload.as_bytes()).await? {
+                Err((_, reason)) => ReplayOutcome {
+                    result: "rejected".into(),
+                    detail: reason,
+                },
+                Ok(applied) => {
+                    let (result, detail) = applied.describe();
+                    ReplayOutcome {
+                        result: result.into(),
+                        detail,
+                    }
+                }
+            }
+        }
         "orders" => {
             let parsed = serde_json::from_str::<crate::intake::orders::OrderBody>(&row.payload)
                 .map_err(|e| (ErrorCode::InvalidPayload, e.to_string()))

@@ -26,6 +26,12 @@ pub struct StoreBody {
     pub woocommerce_connected: bool,
     /// Days finished notifications and their tracking events are kept.
     pub retention_days: i64,
+    /// ISO 4217 code of the store's prices where a source sends none (Shopify's
+    /// product webhooks); absent until set.
+    pub currency: Option<String>,
+    /// The Shopify shop's domain, learned from its signed deliveries; product links
+    /// of Shopify products point there.
+    pub shopify_domain: Option<String>,
 }
 
 impl From<StoreRow> for StoreBody {
@@ -41,6 +47,8 @@ impl From<StoreRow> for StoreBody {
             shopify_connected: s.shopify_secret.is_some(),
             woocommerce_connected: s.woocommerce_secret.is_some(),
             retention_days: s.retention_days,
+            currency: s.currency,
+            shopify_domain: s.shopify_domain,
         }
     }
 }
@@ -72,6 +80,10 @@ pub struct UpdateStore {
     #[schema(minimum = 1, maximum = 3650)]
     #[serde(default, deserialize_with = "super::int::opt")]
     pub retention_days: Option<i64>,
+    /// ISO 4217 code of the store's prices, e.g. "EUR": Shopify product webhooks
+    /// carry prices without a currency and are kept as rejections until it is set.
+    #[schema(pattern = "^[A-Za-z]{3}$")]
+    pub currency: Option<String>,
 }
 
 /// The store's settings.
@@ -89,7 +101,7 @@ pub async fn get_store(
     Ok(Json(row.into()))
 }
 
-/// Change thresholds, allowed origins or the Shopify and WooCommerce secrets.
+/// Change thresholds, allowed origins, the currency or the Shopify and WooCommerce secrets.
 #[utoipa::path(patch, path = "/v1/store", tag = "store", security(("api_key" = [])), request_body = UpdateStore,
     responses((status = 200, body = StoreBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_store(
@@ -120,6 +132,12 @@ pub async fn update_store(
     if let Some(secret) = &req.woocommerce_secret {
         super::admin::check_secret("woocommerce_secret", secret)?;
     }
+    let currency = req
+        .currency
+        .as_deref()
+        .map(restock_core::values::Currency::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let origins = req
         .allowed_origins
         .as_deref()
@@ -141,6 +159,7 @@ pub async fn update_store(
                 .map(|s| app.secrets.seal("woocommerce_secret", &s))
         }),
         retention_days: req.retention_days,
+        currency,
     };
     Ok(Json(
         app.db.update_store_settings(store, &update).await?.into(),

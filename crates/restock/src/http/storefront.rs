@@ -317,6 +317,12 @@ pub async fn resolve_target(
                         format!("no variant with SKU {sku:?}"),
                     )
                 })?;
+            if v.removed_at.is_some() {
+                return Err(ApiError::new(
+                    ErrorCode::Discontinued,
+                    "this variant was removed from its product: it is no longer sold",
+                ));
+            }
             // The variant's own state came with it; a market's is read.
             let in_stock = match market {
                 None => v.in_stock,
@@ -341,6 +347,12 @@ pub async fn resolve_target(
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::UnknownProduct, format!("no product {product:?}"))
                 })?;
+            if p.product.status == "deleted" {
+                return Err(ApiError::new(
+                    ErrorCode::Discontinued,
+                    "this product was deleted from the shop: it is no longer sold",
+                ));
+            }
             for v in &p.variants {
                 if app.db.in_stock_in(VariantId(v.id), market).await? {
                     return Err(ApiError::new(

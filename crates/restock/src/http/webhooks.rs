@@ -14,25 +14,40 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiPath, ApiResult, ErrorBody, ErrorCode};
 use crate::app::App;
+use crate::intake::shopify_products::{self, Applied};
 use crate::intake::woocommerce::{self, ProductChange};
 use crate::intake::{self, orders, shopify, signature};
 use crate::storage::orders::OrderInput;
 use crate::storage::rejections::NewRejection;
 use crate::storage::stores::{StoreRow, WebhookSecret};
 
-/// The one Shopify topic Restock applies.
+/// Shopify's inventory topic (also what a delivery without a topic is taken for).
 pub const SHOPIFY_TOPIC: &str = "inventory_levels/update";
+
+/// Every Shopify topic Restock applies.
+pub const SHOPIFY_TOPICS: [&str; 5] = [
+    SHOPIFY_TOPIC,
+    ORDERS_TOPIC,
+    "products/create",
+    "products/update",
+    "products/delete",
+];
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookResult {
     /// Inventory: "applied", "stale" (older than what is stored), "restocked",
     /// "unknown_sku" (kept as a rejection) or "ignored" (nothing to apply, see
     /// `reason`); orders: "recorded", or "duplicate" (this order id was recorded
-    /// before); any topic: "duplicate" when this delivery id was handled before;
-    /// WooCommerce's ping: "ping".
+    /// before); Shopify products: "applied" (the catalog holds the product as the
+    /// shop describes it), "stale" (not newer than what was applied), "deleted", or
+    /// "ignored" (an update of a deleted product); any topic: "duplicate" when this
+    /// delivery id was handled before; WooCommerce's ping: "ping".
     pub result: String,
     /// The variant it applied to (absent for a duplicate, or when several were).
     pub sku: Option<String>,
+    /// Shopify products: the product's id in the catalog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
     /// Always 0: restocks are planned by the workers right after the answer.
     pub planned: u64,
     /// Why nothing (or not everything) was applied.
@@ -45,6 +60,7 @@ impl WebhookResult {
         WebhookResult {
             result: result.into(),
             sku,
+            product: None,
             planned: 0,
             reason: None,
         }
@@ -159,16 +175,24 @@ async fn once_per_delivery(
     outcome
 }
 
-/// Shopify `inventory_levels/update` and `orders/create` (by `X-Shopify-Topic`). Signed with the store's shared secret
-/// (`X-Shopify-Hmac-Sha256`); a bad or missing signature is answered 401 and nothing
-/// is applied. Payloads that are signed but cannot be applied (including other
-/// topics) are kept for replay. A delivery whose `X-Shopify-Webhook-Id` was handled
-/// before is answered 200 `duplicate` and not applied again.
+/// Shopify webhooks, by `X-Shopify-Topic`: `inventory_levels/update` (stock of the
+/// variant mapped to the inventory item), `orders/create` (recorded like an API
+/// order), `products/create` and `products/update` (the catalog follows the shop:
+/// product, variants, prices in the store's `currency`, and the inventory item →
+/// variant mapping; an older `updated_at` than the one applied is `stale`; draft and
+/// archived products announce no restock; variants the shop no longer lists are kept
+/// as removed), and `products/delete` (the product is kept as deleted: not for sale,
+/// no new sign-ups). Signed with the store's shared secret (`X-Shopify-Hmac-Sha256`);
+/// a bad or missing signature is answered 401 and nothing is applied. Payloads that
+/// are signed but cannot be applied (including other topics) are answered with their
+/// error code and kept for replay. A delivery whose `X-Shopify-Webhook-Id` was
+/// handled before is answered 200 `duplicate` and not applied again.
 #[utoipa::path(post, path = "/webhooks/shopify/{store}", tag = "webhooks",
     params(("store" = String, Path, description = "The store's slug", max_length = 64, pattern = "^[a-z0-9-]{1,64}$")),
-    request_body(content = String, description = "Shopify InventoryLevel JSON, as Shopify sends it", content_type = "application/json"),
+    request_body(content = String, description = "Shopify InventoryLevel, Order or Product JSON (REST Admin API), as Shopify sends it", content_type = "application/json"),
     responses((status = 200, body = WebhookResult), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "sku_taken or conflict: the product's SKUs or inventory items belong to another product (kept for replay)"),
+        (status = 422, body = ErrorBody)))]
 pub async fn shopify_inventory(
     State(app): State<App>,
     ApiPath(slug): ApiPath<String>,
@@ -179,7 +203,17 @@ pub async fn shopify_inventory(
     authenticate(&app, &SHOPIFY, &store, &headers, &body)?;
     let store_id = store.store_id();
     once_per_delivery(&app, &SHOPIFY, store_id, &headers, async {
-        match header(&headers, "x-shopify-topic") {
+        let topic = header(&headers, "x-shopify-topic");
+        if let Some(products) = topic.and_then(shopify_products::Topic::from_header) {
+            // Product links are built on the shop's domain; keep it for replays.
+            if let Some(domain) =
+                header(&headers, "x-shopify-shop-domain").and_then(shopify_products::shop_domain)
+            {
+                app.db.set_shopify_domain(store_id, &domain).await?;
+            }
+            return apply_shopify_products(&app, store_id, products, &body).await;
+        }
+        match topic {
             Some(ORDERS_TOPIC) => apply_shopify_order(&app, store_id, &body).await,
             Some(topic) if topic != SHOPIFY_TOPIC => {
                 let topic: String = topic.chars().take(64).collect();
@@ -188,7 +222,10 @@ pub async fn shopify_inventory(
                     store_id,
                     &body,
                     ErrorCode::UnsupportedTopic,
-                    format!("unsupported topic {topic:?}; only {SHOPIFY_TOPIC} and {ORDERS_TOPIC} are applied"),
+                    format!(
+                        "unsupported topic {topic:?}; only {} are applied",
+                        SHOPIFY_TOPICS.join(", ")
+                    ),
                 )
                 .await?)
             }
@@ -315,6 +352,52 @@ pub async fn apply_woocommerce_product(
     Ok(Json(WebhookResult {
         reason,
         ..WebhookResult::new(result, sku)
+    }))
+}
+
+/// A verified Shopify product delivery; one that cannot be applied is kept under
+/// the topic's source and answered with its code.
+async fn apply_shopify_products(
+    app: &App,
+    store: StoreId,
+    topic: shopify_products::Topic,
+    body: &[u8],
+) -> ApiResult<Json<WebhookResult>> {
+    let applied = match shopify_products::apply(app, store, topic, body).await? {
+        Ok(a) => a,
+        Err((code, reason)) => {
+            return Err(reject_from(app, store, body, topic.source(), code, reason).await?);
+        }
+    };
+    if let Applied::Synced { product, .. } = &applied
+        && let Some(p) = app.db.product(store, product).await?
+    {
+        // Stock that arrived before the shop's catalog named these SKUs, parked,
+        // applies now.
+        let skus: Vec<String> = p.variants.iter().map(|v| v.sku.clone()).collect();
+        super::rejections::replay_parked(app, store, &skus).await;
+    }
+    Ok(Json(match applied {
+        Applied::Synced {
+            product, removed, ..
+        } => WebhookResult {
+            product: Some(product),
+            reason: (!removed.is_empty())
+                .then(|| format!("variants no longer in the shop, kept as removed: {removed:?}")),
+            ..WebhookResult::new("applied", None)
+        },
+        Applied::Stale => WebhookResult::new("stale", None),
+        Applied::Deleted { product } => WebhookResult {
+            reason: product
+                .is_none()
+                .then(|| "the catalog never held this product".to_string()),
+            product,
+            ..WebhookResult::new("deleted", None)
+        },
+        Applied::Ignored(reason) => WebhookResult {
+            reason: Some(reason),
+            ..WebhookResult::new("ignored", None)
+        },
     }))
 }
 

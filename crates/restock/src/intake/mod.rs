@@ -9,6 +9,7 @@ pub mod poll_http;
 pub mod poll_sql;
 pub mod runner;
 pub mod shopify;
+pub mod shopify_products;
 pub mod signature;
 pub mod source;
 pub mod websocket;

@@ -24,7 +24,7 @@ pub struct InventoryLevelUpdate {
 }
 
 /// Shopify ids arrive as JSON numbers; keep them as the decimal text Shopify shows.
-fn id_text(v: &serde_json::Value) -> Option<String> {
+pub(crate) fn id_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
         serde_json::Value::String(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) => {

@@ -64,6 +64,8 @@ pub struct ProductRow {
     pub min_stock: Option<i64>,
     pub notify_threshold: Option<i64>,
     pub release_policy: Option<String>,
+    /// "active", "draft", "archived" or "deleted" (see the 0007 migration).
+    pub status: String,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -83,6 +85,8 @@ pub struct VariantRow {
     pub in_stock: bool,
     pub available_until: Option<i64>,
     pub inventory_policy: String,
+    /// When the shop removed it from its product (kept for history; not for sale).
+    pub removed_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,13 +98,13 @@ pub struct ProductWithVariants {
 macro_rules! product_columns {
     () => {
         "p.id, p.external_id, p.title, p.description, p.image_url, p.url, \
-     c.handle AS category, p.price_minor, p.currency, p.min_stock, p.notify_threshold, p.release_policy"
+     c.handle AS category, p.price_minor, p.currency, p.min_stock, p.notify_threshold, p.release_policy, p.status"
     };
 }
 macro_rules! variant_columns {
     () => {
         "id, product_id, sku, title, options, price_minor, image_url, url, min_stock, \
-     notify_threshold, inventory_item_id, available, in_stock, available_until, inventory_policy"
+     notify_threshold, inventory_item_id, available, in_stock, available_until, inventory_policy, removed_at"
     };
 }
 
@@ -124,6 +128,127 @@ impl From<sqlx::Error> for CatalogError {
 /// does not know yet. Such a product takes no sign-ups; the first real product that
 /// names the SKU adopts its variant.
 pub const PLACEHOLDER_PREFIX: &str = "restock-placeholder:";
+/// Writes a product and its variants in the caller's transaction `$tx` (one body for
+/// both databases and for every caller: the API and the Shopify sync write the
+/// catalog the same way). Evaluates `Ok((product_id, variant ids written))`.
+macro_rules! write_product {
+    ($tx:ident, $store:expr, $p:expr, $now:expr) => {{
+        let (store, p, now): (StoreId, &ProductInput, i64) = ($store, $p, $now);
+        async {
+            let category_id: Option<i64> = match &p.category {
+                Some(handle) => {
+                    sqlx::query("INSERT INTO categories (store_id, handle, name) VALUES ($1, $2, $2) ON CONFLICT DO NOTHING")
+                        .bind(store.0)
+                        .bind(handle)
+                        .execute(&mut *$tx)
+                        .await?;
+                    sqlx::query_scalar("SELECT id FROM categories WHERE store_id = $1 AND handle = $2")
+                        .bind(store.0)
+                        .bind(handle)
+                        .fetch_optional(&mut *$tx)
+                        .await?
+                }
+                None => None,
+            };
+            let product_id: i64 = sqlx::query_scalar(
+                "INSERT INTO products (store_id, external_id, title, description, image_url, url, category_id, \
+                                       price_minor, currency, min_stock, notify_threshold, updated_at, release_policy) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (store_id, external_id) DO UPDATE SET title = excluded.title, \
+                   description = excluded.description, image_url = excluded.image_url, url = excluded.url, \
+                   category_id = excluded.category_id, price_minor = excluded.price_minor, \
+                   currency = excluded.currency, min_stock = excluded.min_stock, \
+                   notify_threshold = excluded.notify_threshold, updated_at = excluded.updated_at, \
+                   release_policy = excluded.release_policy \
+                 RETURNING id",
+            )
+            .bind(store.0)
+            .bind(&p.external_id)
+            .bind(&p.title)
+            .bind(&p.description)
+            .bind(p.image_url.as_ref().map(|u| u.as_str()))
+            .bind(p.url.as_str())
+            .bind(category_id)
+            .bind(p.price_minor)
+            .bind(p.currency.as_str())
+            .bind(p.min_stock)
+            .bind(p.notify_threshold)
+            .bind(now)
+            .bind(p.release.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default()))
+            .fetch_one(&mut *$tx)
+            .await?;
+            let mut touched = Vec::new();
+            for v in &p.variants {
+                let owner: Option<i64> = sqlx::query_scalar("SELECT product_id FROM variants WHERE store_id = $1 AND sku = $2")
+                    .bind(store.0)
+                    .bind(v.sku.as_str())
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                if let Some(o) = owner.filter(|o| *o != product_id) {
+                    // A placeholder a source's profile created for an unknown SKU is
+                    // adopted by the first product that names the SKU.
+                    let placeholder: Option<String> =
+                        sqlx::query_scalar("SELECT external_id FROM products WHERE id = $1")
+                            .bind(o)
+                            .fetch_optional(&mut *$tx)
+                            .await?;
+                    if !placeholder.is_some_and(|e| e.starts_with($crate::storage::catalog::PLACEHOLDER_PREFIX)) {
+                        return Err(CatalogError::SkuTaken(v.sku.as_str().to_string()));
+                    }
+                    sqlx::query("UPDATE variants SET product_id = $1 WHERE store_id = $2 AND sku = $3")
+                        .bind(product_id)
+                        .bind(store.0)
+                        .bind(v.sku.as_str())
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                if let Some(item) = &v.inventory_item_id {
+                    let holder: Option<String> = sqlx::query_scalar(
+                        "SELECT sku FROM variants WHERE store_id = $1 AND inventory_item_id = $2",
+                    )
+                    .bind(store.0)
+                    .bind(item)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                    if holder.is_some_and(|s| s != v.sku.as_str()) {
+                        return Err(CatalogError::InventoryItemTaken(item.clone()));
+                    }
+                }
+                let options = serde_json::to_string(&v.options).unwrap_or_else(|_| "{}".into());
+                let vid: i64 = sqlx::query_scalar(
+                    "INSERT INTO variants (store_id, product_id, sku, title, options, price_minor, image_url, url, \
+                                           min_stock, notify_threshold, inventory_item_id, updated_at, inventory_policy) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (store_id, sku) DO UPDATE SET title = excluded.title, options = excluded.options, \
+                       price_minor = excluded.price_minor, image_url = excluded.image_url, url = excluded.url, \
+                       min_stock = excluded.min_stock, notify_threshold = excluded.notify_threshold, \
+                       inventory_item_id = excluded.inventory_item_id, updated_at = excluded.updated_at, \
+                       inventory_policy = excluded.inventory_policy \
+                     RETURNING id",
+                )
+                .bind(store.0)
+                .bind(product_id)
+                .bind(v.sku.as_str())
+                .bind(&v.title)
+                .bind(options)
+                .bind(v.price_minor)
+                .bind(v.image_url.as_ref().map(|u| u.as_str()))
+                .bind(v.url.as_ref().map(|u| u.as_str()))
+                .bind(v.min_stock)
+                .bind(v.notify_threshold)
+                .bind(v.inventory_item_id.as_deref())
+                .bind(now)
+                .bind(v.inventory_policy.as_str())
+                .fetch_one(&mut *$tx)
+                .await?;
+                touched.push(vid);
+            }
+            Ok::<_, CatalogError>((product_id, touched))
+        }
+        .await
+    }};
+}
+pub(crate) use write_product;
 
 impl Db {
     pub async fn upsert_category(&self, store: StoreId, c: &CategoryInput) -> Result<()> {
@@ -157,115 +282,7 @@ impl Db {
     ) -> Result<(ProductId, Vec<super::stock::RestockOutcome>), CatalogError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let category_id: Option<i64> = match &p.category {
-                Some(handle) => {
-                    sqlx::query("INSERT INTO categories (store_id, handle, name) VALUES ($1, $2, $2) ON CONFLICT DO NOTHING")
-                        .bind(store.0)
-                        .bind(handle)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query_scalar("SELECT id FROM categories WHERE store_id = $1 AND handle = $2")
-                        .bind(store.0)
-                        .bind(handle)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                }
-                None => None,
-            };
-            let product_id: i64 = sqlx::query_scalar(
-                "INSERT INTO products (store_id, external_id, title, description, image_url, url, category_id, \
-                                       price_minor, currency, min_stock, notify_threshold, updated_at, release_policy) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (store_id, external_id) DO UPDATE SET title = excluded.title, \
-                   description = excluded.description, image_url = excluded.image_url, url = excluded.url, \
-                   category_id = excluded.category_id, price_minor = excluded.price_minor, \
-                   currency = excluded.currency, min_stock = excluded.min_stock, \
-                   notify_threshold = excluded.notify_threshold, updated_at = excluded.updated_at, \
-                   release_policy = excluded.release_policy \
-                 RETURNING id",
-            )
-            .bind(store.0)
-            .bind(&p.external_id)
-            .bind(&p.title)
-            .bind(&p.description)
-            .bind(p.image_url.as_ref().map(|u| u.as_str()))
-            .bind(p.url.as_str())
-            .bind(category_id)
-            .bind(p.price_minor)
-            .bind(p.currency.as_str())
-            .bind(p.min_stock)
-            .bind(p.notify_threshold)
-            .bind(now)
-            .bind(p.release.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default()))
-            .fetch_one(&mut *tx)
-            .await?;
-            let mut touched = Vec::new();
-            for v in &p.variants {
-                let owner: Option<i64> = sqlx::query_scalar("SELECT product_id FROM variants WHERE store_id = $1 AND sku = $2")
-                    .bind(store.0)
-                    .bind(v.sku.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(o) = owner.filter(|o| *o != product_id) {
-                    // A placeholder a source's profile created for an unknown SKU is
-                    // adopted by the first product that names the SKU.
-                    let placeholder: Option<String> = sqlx::query_scalar(
-                        "SELECT external_id FROM products WHERE id = $1",
-                    )
-                    .bind(o)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if !placeholder.is_some_and(|e| e.starts_with(PLACEHOLDER_PREFIX)) {
-                        return Err(CatalogError::SkuTaken(v.sku.as_str().to_string()));
-                    }
-                    sqlx::query("UPDATE variants SET product_id = $1 WHERE store_id = $2 AND sku = $3")
-                        .bind(product_id)
-                        .bind(store.0)
-                        .bind(v.sku.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Some(item) = &v.inventory_item_id {
-                    let holder: Option<String> = sqlx::query_scalar(
-                        "SELECT sku FROM variants WHERE store_id = $1 AND inventory_item_id = $2",
-                    )
-                    .bind(store.0)
-                    .bind(item)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if holder.is_some_and(|s| s != v.sku.as_str()) {
-                        return Err(CatalogError::InventoryItemTaken(item.clone()));
-                    }
-                }
-                let options = serde_json::to_string(&v.options).unwrap_or_else(|_| "{}".into());
-                let vid: i64 = sqlx::query_scalar(
-                    "INSERT INTO variants (store_id, product_id, sku, title, options, price_minor, image_url, url, \
-                                           min_stock, notify_threshold, inventory_item_id, updated_at, inventory_policy) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     ON CONFLICT (store_id, sku) DO UPDATE SET title = excluded.title, options = excluded.options, \
-                       price_minor = excluded.price_minor, image_url = excluded.image_url, url = excluded.url, \
-                       min_stock = excluded.min_stock, notify_threshold = excluded.notify_threshold, \
-                       inventory_item_id = excluded.inventory_item_id, updated_at = excluded.updated_at, \
-                       inventory_policy = excluded.inventory_policy \
-                     RETURNING id",
-                )
-                .bind(store.0)
-                .bind(product_id)
-                .bind(v.sku.as_str())
-                .bind(&v.title)
-                .bind(options)
-                .bind(v.price_minor)
-                .bind(v.image_url.as_ref().map(|u| u.as_str()))
-                .bind(v.url.as_ref().map(|u| u.as_str()))
-                .bind(v.min_stock)
-                .bind(v.notify_threshold)
-                .bind(v.inventory_item_id.as_deref())
-                .bind(now)
-                .bind(v.inventory_policy.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                touched.push(vid);
-            }
+            let (product_id, touched) = write_product!(tx, store, p, now)?;
             let touched: Vec<VariantId> = touched.into_iter().map(VariantId).collect();
             let restocks = tx.evaluate_variants(&touched, "catalog", now).await?;
             tx.commit().await?;

@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod planning;
 pub mod rejections;
 pub mod retention;
+pub mod shopify;
 pub mod signup_writer;
 pub mod sources;
 pub mod stock;

@@ -113,6 +113,8 @@ struct VariantState {
     sku: String,
     in_stock: bool,
     inventory_policy: String,
+    /// The product is active and the variant not removed from it: it can be sold.
+    on_sale: bool,
     v_min: Option<i64>,
     v_notify: Option<i64>,
     p_min: Option<i64>,
@@ -227,15 +229,19 @@ fn decide(facts: &Facts, now: i64) -> Vec<ScopeDecision> {
             .filter(|l| l.available > l.reserved && l.available_until_ms.is_some_and(|u| u > now))
             .filter_map(|l| l.available_until_ms)
             .min();
+        // What cannot be bought (a draft, archived or deleted product, a variant
+        // removed from its product) has nothing to sell, whatever its levels say: it
+        // goes out of stock, and restocks when it is on sale again.
+        let sellable = |available: i64| if v.on_sale { available } else { 0 };
         let mut scopes: Vec<(Option<String>, i64, bool)> = vec![(
             None,
-            available_to_sell(levels, None, None, orders, now),
+            sellable(available_to_sell(levels, None, None, orders, now)),
             v.in_stock,
         )];
         for (m, locs) in by_market {
             scopes.push((
                 Some(m.clone()),
-                available_to_sell(levels, Some(locs), Some(m), orders, now),
+                sellable(available_to_sell(levels, Some(locs), Some(m), orders, now)),
                 facts
                     .market_state
                     .get(&(v.id, m.clone()))
@@ -321,6 +327,7 @@ macro_rules! concat_variant_sql {
     ($tail:literal) => {
         concat!(
             "SELECT v.id, v.store_id, v.product_id, v.sku, v.in_stock, v.inventory_policy, \
+        (p.status = 'active' AND v.removed_at IS NULL) AS on_sale, \
         v.min_stock AS v_min, v.notify_threshold AS v_notify, \
         p.min_stock AS p_min, p.notify_threshold AS p_notify, \
         c.min_stock AS c_min, c.notify_threshold AS c_notify, \

@@ -21,6 +21,11 @@ pub struct StoreRow {
     pub policy: String,
     /// Days finished notifications and tracking events are kept.
     pub retention_days: i64,
+    /// The store's ISO 4217 currency, where set (prices that arrive without one,
+    /// such as Shopify's product prices, are in it).
+    pub currency: Option<String>,
+    /// The Shopify shop's domain, as its signed deliveries name it.
+    pub shopify_domain: Option<String>,
 }
 
 impl StoreRow {
@@ -55,7 +60,7 @@ pub struct NewStore<'a> {
 
 macro_rules! store_columns {
     () => {
-        "id, name, slug, publishable_key, shopify_secret, woocommerce_secret, allowed_origins, min_stock, notify_threshold, created_at, retention_days, policy"
+        "id, name, slug, publishable_key, shopify_secret, woocommerce_secret, allowed_origins, min_stock, notify_threshold, created_at, retention_days, policy, currency, shopify_domain"
     };
 }
 
@@ -149,6 +154,18 @@ impl Db {
         })
     }
 
+    /// Records the Shopify shop domain a signed delivery named, if it changed.
+    pub async fn set_shopify_domain(&self, store: StoreId, domain: &str) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE stores SET shopify_domain = $2 WHERE id = $1 AND (shopify_domain IS NULL OR shopify_domain <> $2)")
+                .bind(store.0)
+                .bind(domain)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     pub async fn list_stores(&self) -> Result<Vec<StoreRow>> {
         with_pool!(self, pool => {
             Ok(sqlx::query_as(concat!("SELECT ", store_columns!(), " FROM stores ORDER BY id"))
@@ -190,7 +207,8 @@ impl Db {
                    allowed_origins = COALESCE($5, allowed_origins), \
                    shopify_secret = CASE WHEN $6 THEN $7 ELSE shopify_secret END, \
                    retention_days = COALESCE($8, retention_days), \
-                   woocommerce_secret = CASE WHEN $9 THEN $10 ELSE woocommerce_secret END \
+                   woocommerce_secret = CASE WHEN $9 THEN $10 ELSE woocommerce_secret END, \
+                   currency = COALESCE($11, currency) \
                  WHERE id = $1 RETURNING ", store_columns!()))
             .bind(store.0)
             .bind(settings.name.as_deref())
@@ -202,6 +220,7 @@ impl Db {
             .bind(settings.retention_days)
             .bind(settings.woocommerce_secret.is_some())
             .bind(settings.woocommerce_secret.clone().flatten())
+            .bind(settings.currency.as_ref().map(|c| c.as_str()))
             .fetch_one(pool)
             .await?)
         })
@@ -219,6 +238,7 @@ pub struct StoreSettingsUpdate {
     /// `Some(None)` disconnects WooCommerce. Stored as given: the caller seals it.
     pub woocommerce_secret: Option<Option<String>>,
     pub retention_days: Option<i64>,
+    pub currency: Option<restock_core::values::Currency>,
 }
 
 /// The stores' webhook secrets, one column per platform. The column name is also

@@ -171,7 +171,7 @@ both_dbs!(
                 format!("/webhooks/shopify/{}", store.slug),
                 None,
                 json_ct,
-                vec![b' '; 300 * 1024],
+                vec![b' '; 2 * 1024 * 1024 + 1],
                 413,
                 "payload_too_large",
             ),
@@ -593,9 +593,9 @@ both_dbs!(
         // Another topic with an inventory-shaped body is kept, never applied, and
         // refuses replay; its redelivery is a duplicate.
         let sneaky = shopify_body(4242, 99, "2026-03-01T09:00:00Z");
-        let (s, r) = deliver_shopify(&t, &store.slug, "products/update", "wh-3", &sneaky).await;
+        let (s, r) = deliver_shopify(&t, &store.slug, "customers/create", "wh-3", &sneaky).await;
         assert_error(s, &r, 422, "unsupported_topic", "another topic");
-        let (s, r) = deliver_shopify(&t, &store.slug, "products/update", "wh-3", &sneaky).await;
+        let (s, r) = deliver_shopify(&t, &store.slug, "customers/create", "wh-3", &sneaky).await;
         assert_eq!((s, r["result"].clone()), (200, json!("duplicate")), "{r}");
         let (_, kept) = t.get("/v1/rejections", &store.api_key).await;
         assert_eq!(kept["items"].as_array().map(Vec::len), Some(1), "{kept}");

@@ -24,6 +24,7 @@ mod ops;
 mod packaging;
 mod planning_properties;
 mod schema_parity;
+mod shopify_products;
 mod shopify_webhook;
 mod signup_groups;
 mod slow_clients;
