@@ -69,10 +69,12 @@ pub struct RejectionPage {
 
 fn text_filter(name: &str, v: Option<String>, max: usize) -> ApiResult<Option<String>> {
     match v {
-        Some(s) if s.is_empty() || s.len() > max || s.contains('\0') => Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("{name} must be 1 to {max} bytes without NUL"),
-        )),
+        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => {
+            Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("{name} must be 1 to {max} bytes without control characters"),
+            ))
+        }
         v => Ok(v),
     }
 }
@@ -281,7 +283,7 @@ pub async fn replay_row(app: &App, store: StoreId, row: &RejectionRow) -> ApiRes
             } else {
                 shopify_products::Topic::Upsert
             };
-            match shopify_products::apply(&app, store, topic, row.payload.as_bytes()).await? {
+            match shopify_products::apply(app, store, topic, row.payload.as_bytes()).await? {
                 Err((_, reason)) => ReplayOutcome {
                     result: "rejected".into(),
                     detail: reason,
