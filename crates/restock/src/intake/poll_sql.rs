@@ -1,4 +1,5 @@
-//! Placeholder.
+//! The SQL source is not part of this build yet: `check_config` refuses it, so
+//! none can be connected, and the runner is never handed one.
 
 use tokio_util::sync::CancellationToken;
 
@@ -6,7 +7,7 @@ use super::runner::{PullOutcome, SourceCtx};
 use crate::app::App;
 
 pub fn check_config(_config: &serde_json::Value) -> Result<(), String> {
-    Err("not available yet".into())
+    Err("SQL sources are not available in this build yet".into())
 }
 
 pub async fn run_once(
@@ -14,7 +15,7 @@ pub async fn run_once(
     _ctx: &SourceCtx,
     _stop: CancellationToken,
 ) -> anyhow::Result<PullOutcome> {
-    anyhow::bail!("not available yet")
+    anyhow::bail!("SQL sources are not available in this build yet")
 }
 
 pub fn reparse(
@@ -22,5 +23,8 @@ pub fn reparse(
     _payload: &str,
     _received_at: i64,
 ) -> Result<Vec<restock_core::stock::StockUpdate>, (String, String)> {
-    Err(("not_replayable".into(), "not available yet".into()))
+    Err((
+        "not_replayable".into(),
+        "SQL sources are not available in this build yet".into(),
+    ))
 }

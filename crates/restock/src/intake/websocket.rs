@@ -1,4 +1,5 @@
-//! Placeholder.
+//! The WebSocket source is not part of this build yet: `check_config` refuses it, so
+//! none can be connected, and the runner is never handed one.
 
 use tokio_util::sync::CancellationToken;
 
@@ -6,11 +7,11 @@ use super::runner::SourceCtx;
 use crate::app::App;
 
 pub fn check_config(_config: &serde_json::Value) -> Result<(), String> {
-    Err("not available yet".into())
+    Err("WebSocket sources are not available in this build yet".into())
 }
 
 pub async fn run(_app: &App, _ctx: &SourceCtx, _stop: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("not available yet")
+    anyhow::bail!("WebSocket sources are not available in this build yet")
 }
 
 pub fn reparse(
@@ -18,5 +19,8 @@ pub fn reparse(
     _payload: &str,
     _received_at: i64,
 ) -> Result<Vec<restock_core::stock::StockUpdate>, (String, String)> {
-    Err(("not_replayable".into(), "not available yet".into()))
+    Err((
+        "not_replayable".into(),
+        "WebSocket sources are not available in this build yet".into(),
+    ))
 }
