@@ -307,16 +307,18 @@ pub async fn resolve_target(
     let market = market.map(|m| m.as_str());
     match (sku, product) {
         (Some(sku), None) => {
-            let v = app
-                .db
-                .variant_by_sku(store.store_id(), sku)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::UnknownSku,
-                        format!("no variant with SKU {sku:?}"),
-                    )
-                })?;
+            let unknown = || {
+                ApiError::new(
+                    ErrorCode::UnknownSku,
+                    format!("no variant with SKU {sku:?}"),
+                )
+            };
+            // A placeholder holds stock that came before the catalog named the SKU:
+            // nothing to show a shopper, and no price or page to send them to yet.
+            let v = match app.db.variant_for_signup(store.store_id(), sku).await? {
+                Some((v, false)) => v,
+                _ => return Err(unknown()),
+            };
             if v.removed_at.is_some() {
                 return Err(ApiError::new(
                     ErrorCode::Discontinued,
@@ -344,6 +346,11 @@ pub async fn resolve_target(
                 .db
                 .product(store.store_id(), product)
                 .await?
+                .filter(|p| {
+                    !p.product
+                        .external_id
+                        .starts_with(crate::storage::catalog::PLACEHOLDER_PREFIX)
+                })
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::UnknownProduct, format!("no product {product:?}"))
                 })?;

@@ -89,6 +89,13 @@ pub struct VariantRow {
     pub removed_at: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct SignUpVariant {
+    #[sqlx(flatten)]
+    variant: VariantRow,
+    placeholder: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProductWithVariants {
     pub product: ProductRow,
@@ -393,6 +400,26 @@ impl Db {
             .fetch_optional(pool)
             .await?)
         })
+    }
+
+    /// A variant a shopper may sign up for, by SKU, and whether its product is only a
+    /// placeholder for stock that arrived before the catalog named the SKU.
+    pub async fn variant_for_signup(
+        &self,
+        store: StoreId,
+        sku: &str,
+    ) -> Result<Option<(VariantRow, bool)>> {
+        let row: Option<SignUpVariant> = with_pool!(self, pool => {
+            sqlx::query_as(concat!("SELECT ", variant_columns!(), ", \
+                    EXISTS (SELECT 1 FROM products p WHERE p.id = variants.product_id \
+                            AND substr(p.external_id, 1, 20) = 'restock-placeholder:') AS placeholder \
+                 FROM variants WHERE store_id = $1 AND sku = $2"))
+            .bind(store.0)
+            .bind(sku)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|r| (r.variant, r.placeholder)))
     }
 
     pub async fn variant_by_inventory_item(

@@ -269,13 +269,31 @@ both_dbs!(
             .await;
         assert_eq!(r["rejected"].as_array().map(Vec::len), Some(0), "{r}");
         assert_eq!(level(&t, &s, "EARLY-1").await["available"], 9);
+        // A sold-out placeholder takes no sign-ups: it has no price, page or title to
+        // send a shopper, by SKU or by its placeholder product.
+        t.stock(
+            &s,
+            json!([{"sku": "EARLY-0", "available": 0, "observed_at": "2026-03-01T10:00:00Z"}]),
+        )
+        .await;
+        let (status, r) = t
+            .subscribe(&s, json!({"email": "early@example.com", "sku": "EARLY-0"}))
+            .await;
+        assert_eq!(r["code"], "unknown_sku", "{status} {r}");
+        let (status, r) = t
+            .subscribe(
+                &s,
+                json!({"email": "early@example.com", "product": "restock-placeholder:EARLY-0"}),
+            )
+            .await;
+        assert_eq!(r["code"], "unknown_product", "{status} {r}");
         // The real product names the SKU and adopts the variant with its stock.
         let (status, r) = t
             .put(
                 "/v1/products/boot",
                 &s.api_key,
                 &json!({"title": "Boot", "url": "https://shop.example/boot", "price": 9000, "currency": "EUR",
-                        "variants": [{"sku": "EARLY-1", "title": "41"}]}),
+                        "variants": [{"sku": "EARLY-1", "title": "41"}, {"sku": "EARLY-0", "title": "40"}]}),
             )
             .await;
         assert_eq!(status, 200, "{r}");
@@ -285,8 +303,13 @@ both_dbs!(
             .iter()
             .filter_map(|v| v["sku"].as_str())
             .collect();
-        assert_eq!(skus, ["EARLY-1"], "{r}");
+        assert_eq!(skus, ["EARLY-1", "EARLY-0"], "{r}");
         assert_eq!(level(&t, &s, "EARLY-1").await["available"], 9);
+        // Adopted, the sold-out variant takes sign-ups.
+        let (status, r) = t
+            .subscribe(&s, json!({"email": "early@example.com", "sku": "EARLY-0"}))
+            .await;
+        assert_eq!(status, 201, "{r}");
         // A second real product cannot take it from the first.
         let (status, r) = t
             .put(
