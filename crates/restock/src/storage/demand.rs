@@ -349,10 +349,97 @@ macro_rules! subscribe_in {
     }};
 }
 
+/// A first sign-up of an address on PostgreSQL, in two round trips instead of seven:
+/// the look-up, then one statement that writes the shopper, their contact point,
+/// the consent and the sign-up together (a statement is atomic on its own). These
+/// are the rows [`subscribe_in!`] writes for an address it does not know (a new
+/// shopper has no opt-out, no suppression and no sign-up to renew). `None` when the
+/// address is known — or became known meanwhile (the insert then breaks the contact
+/// points' uniqueness and writes nothing) — and the transactional path decides.
+async fn subscribe_new_pg(
+    pool: &sqlx::PgPool,
+    store: StoreId,
+    s: &SignUp,
+    now: i64,
+) -> Result<Option<SubscribeOutcome>> {
+    let key = s.email.identity_key();
+    let known: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM contact_points WHERE store_id = $1 AND channel = 'email' AND address_key = $2",
+    )
+    .bind(store.0)
+    .bind(&key)
+    .fetch_optional(pool)
+    .await?;
+    if known.is_some() {
+        return Ok(None);
+    }
+    let (product, variant) = match s.target {
+        Target::Variant { product, variant } => (product, Some(variant.0)),
+        Target::Product(product) => (product, None),
+    };
+    let written: std::result::Result<(i64, i64), sqlx::Error> = sqlx::query_as(
+        "WITH sh AS ( \
+             INSERT INTO shoppers (store_id, time_zone, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id), \
+         cp AS ( \
+             INSERT INTO contact_points (store_id, shopper_id, channel, address, address_key, consent_at, created_at, updated_at) \
+             SELECT $1, sh.id, 'email', $4, $5, $3, $3, $3 FROM sh RETURNING id, shopper_id), \
+         co AS ( \
+             INSERT INTO consents (store_id, shopper_id, contact_point_id, channel, granted, text, source, ip, user_agent, at) \
+             SELECT $1, cp.shopper_id, cp.id, 'email', TRUE, $6, $7, $8, $9, $3 FROM cp), \
+         su AS ( \
+             INSERT INTO subscriptions (store_id, shopper_id, product_id, variant_id, market, status, source, \
+                                        created_at, last_signup_at, updated_at) \
+             SELECT $1, cp.shopper_id, $10, $11, $12, 'waiting', $13, $3, $3, $3 FROM cp RETURNING id, shopper_id) \
+         SELECT id, shopper_id FROM su",
+    )
+    .bind(store.0)
+    .bind(s.time_zone.map(|tz| tz.name()))
+    .bind(now)
+    .bind(s.email.as_str())
+    .bind(&key)
+    .bind(&s.consent.text)
+    .bind(&s.consent.source)
+    .bind(s.consent.ip.as_deref())
+    .bind(s.consent.user_agent.as_deref())
+    .bind(product.0)
+    .bind(variant)
+    .bind(s.market.as_ref().map(|m| m.as_str()))
+    .bind(&s.source)
+    .fetch_one(pool)
+    .await;
+    match written {
+        Ok((id, shopper)) => Ok(Some(SubscribeOutcome::Created(
+            SubscriptionId(id),
+            ShopperId(shopper),
+        ))),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Db {
     /// Signs a shopper up: finds (or creates) the shopper by their address, records
     /// their consent to email, and adds the sign-up — or renews the one waiting.
     pub async fn subscribe(
+        &self,
+        store: StoreId,
+        s: &SignUp,
+        now: i64,
+    ) -> Result<SubscribeOutcome> {
+        if let Db::Postgres(pool) = self
+            && let Some(outcome) = subscribe_new_pg(pool, store, s, now).await?
+        {
+            return Ok(outcome);
+        }
+        match self.subscribe_in_tx(store, s, now).await {
+            // A concurrent first sign-up of the same address created its shopper
+            // between this one's look-up and its insert: this one joins that shopper.
+            Err(e) if e.unique_violation() => self.subscribe_in_tx(store, s, now).await,
+            result => result,
+        }
+    }
+
+    async fn subscribe_in_tx(
         &self,
         store: StoreId,
         s: &SignUp,

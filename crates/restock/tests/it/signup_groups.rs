@@ -233,3 +233,42 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+both_dbs!(
+    one_address_signing_up_from_many_tabs_at_once_is_one_shopper,
+    |backend: Backend| async move {
+        let t = TestApp::spawn(backend).await;
+        let store = t.create_store("tabs").await;
+        t.seed_catalog(&store).await;
+        t.stock(&store, json!([{"sku": "S-42", "available": 0}]))
+            .await;
+        // The same new address, sixteen times at once: each look-up finds no shopper,
+        // so the writes race on the address's uniqueness. Every request is answered
+        // with the one sign-up; none fails.
+        let answers = futures::future::join_all((0..16).map(|_| {
+            let t = &t;
+            let store = &store;
+            async move {
+                t.subscribe(store, json!({"email": "tabs@example.com", "sku": "S-42"}))
+                    .await
+            }
+        }))
+        .await;
+        let created = answers.iter().filter(|(s, _)| *s == 201).count();
+        let merged = answers.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!((created, merged), (1, 15), "{answers:?}");
+        let ids: std::collections::BTreeSet<String> = answers
+            .iter()
+            .map(|(_, b)| b["subscription_id"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 1, "{answers:?}");
+        let waiting = t
+            .app
+            .db
+            .subscriptions(StoreId(store.id), None, Some("waiting"), 0, 1_000)
+            .await
+            .expect("list");
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        t.stop().await;
+    }
+);
