@@ -545,6 +545,32 @@ impl Import {
             });
         }
         errors.sort_by_key(|e| e.line);
+        // Intake kept these in the stock API's item shape (which is what parks and
+        // replays them); their reason names the line they came from.
+        let raw_of: std::collections::HashMap<u64, &str> =
+            lines.iter().map(|l| (l.number, l.raw.as_str())).collect();
+        for e in errors.iter().filter(|e| {
+            matches!(
+                e.code.as_str(),
+                "unknown_sku" | "duplicate_line" | "negative_quantity"
+            )
+        }) {
+            let Some(id) = e.rejection_id else { continue };
+            let raw: String = raw_of
+                .get(&e.line)
+                .copied()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            self.app
+                .db
+                .set_rejection_reason(
+                    restock_core::ids::RejectionId(id),
+                    &format!("line {} ({raw}): {}", e.line, e.reason),
+                )
+                .await?;
+        }
         for e in errors {
             self.refused(e.line, e.column, e.code, e.reason, e.rejection_id);
         }

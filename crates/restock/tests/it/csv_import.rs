@@ -144,6 +144,18 @@ both_dbs!(
             "{dead:?}"
         );
 
+        let parked = dead
+            .iter()
+            .find(|d| d["reason_code"] == "unknown_sku")
+            .expect("unknown SKU kept");
+        assert!(
+            parked["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("line 5 (NEW-1,wh-1,3): "),
+            "{parked}"
+        );
+
         // The default profile parks the unknown SKU: it applies once the catalog
         // names it.
         assert_eq!(available(&t, &s, "NEW-1").await, None);
