@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Only time storefront sign-ups from 16 concurrent clients (see bench/intake.rs).
     #[arg(long)]
     pub signups: bool,
+    /// Only time a CSV stock import (100,000 lines over 20,000 variants) through the
+    /// import path, beside the same updates applied as stock batches.
+    #[arg(long)]
+    pub csv_stock: bool,
     /// Sign-ups to send with --signups.
     #[arg(long, default_value_t = 4_000)]
     pub signup_requests: u64,
@@ -205,7 +209,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await;
     }
-    if args.stock_throughput || args.signups {
+    if args.stock_throughput || args.signups || args.csv_stock {
         return intake::run(&args).await;
     }
     for &n in &args.subscribers {

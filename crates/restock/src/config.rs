@@ -35,6 +35,8 @@ pub struct HttpConfig {
     pub max_uri_bytes: usize,
     pub client_ip_header: String,
     pub auth_failures_per_minute: u32,
+    pub import_max_bytes: u64,
+    pub import_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +203,11 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             anyhow::bail!("invalid configuration: http.max_connections must be at least 1");
+        }
+        if self.http.import_max_bytes == 0 || self.http.import_timeout_secs == 0 {
+            anyhow::bail!(
+                "invalid configuration: http.import_max_bytes and http.import_timeout_secs must be at least 1"
+            );
         }
         if self.http.header_read_timeout_secs == 0 || self.http.request_timeout_secs == 0 {
             anyhow::bail!(

@@ -114,6 +114,12 @@ error_codes! {
     InvalidQuantity = ("invalid_quantity", UNPROCESSABLE_ENTITY),
     /// A time that is not RFC 3339.
     InvalidTime = ("invalid_time", UNPROCESSABLE_ENTITY),
+    /// A CSV import whose header row is missing, names an unknown or repeated
+    /// column or lacks a required one, or that holds a record too long to be a line.
+    InvalidCsv = ("invalid_csv", UNPROCESSABLE_ENTITY),
+    /// A CSV line that cannot be read: a field count other than the header's, a NUL
+    /// byte, or text that is not UTF-8 (kept as a rejection).
+    InvalidLine = ("invalid_line", UNPROCESSABLE_ENTITY),
     /// A market name that is not 1 to 32 of a-z, 0-9, '-' and '_'.
     InvalidMarket = ("invalid_market", UNPROCESSABLE_ENTITY),
     /// The store has defined no such market (`PUT /v1/markets/{market}`).

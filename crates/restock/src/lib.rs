@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod error_code;
 pub mod events;
 pub mod http;
+pub mod import;
 pub mod intake;
 pub mod metrics;
 pub mod planning;

@@ -50,6 +50,25 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Import a CSV file of catalog lines, stock levels or sign-ups into a store, with
+    /// the API's checks; refused lines are listed and kept as dead letters (source
+    /// csv). Exits 0 even when lines were refused, unless --strict.
+    Import {
+        /// What the file holds.
+        kind: ImportKindArg,
+        /// The CSV file (a header row naming the columns, then one record per line).
+        file: PathBuf,
+        /// The store's slug.
+        #[arg(long)]
+        store: String,
+        /// Also write the refused lines to this file, as CSV (line, column, code,
+        /// reason, rejection_id).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Exit with status 2 when any line was refused.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Manage secrets at rest.
     Secrets {
         #[command(subcommand)]
@@ -62,6 +81,13 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportKindArg {
+    Catalog,
+    Stock,
+    Signups,
 }
 
 #[derive(Subcommand)]
@@ -306,6 +332,37 @@ async fn main() -> anyhow::Result<()> {
                     h.rejected,
                     h.last_error.unwrap_or_default().replace(['\t', '\n'], " ")
                 );
+            }
+            Ok(())
+        }
+        Command::Import {
+            kind,
+            file,
+            store,
+            report,
+            strict,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let app = restock::build(config).await?;
+            let store_id = app
+                .db
+                .store_by_slug(&store)
+                .await?
+                .with_context(|| format!("no store {store:?}"))?
+                .store_id();
+            let kind = match kind {
+                ImportKindArg::Catalog => restock::intake::csv::ImportKind::Catalog,
+                ImportKindArg::Stock => restock::intake::csv::ImportKind::Stock,
+                ImportKindArg::Signups => restock::intake::csv::ImportKind::Signups,
+            };
+            let s = restock::import::run(&app, store_id, kind, &file, report.as_deref()).await?;
+            println!(
+                "{} lines read: {} applied, {} stale, {} rejected (kept as dead letters of source csv), {} restock(s)",
+                s.read, s.applied, s.stale, s.rejected, s.restocks
+            );
+            app.db.close().await;
+            if strict && s.rejected > 0 {
+                std::process::exit(2);
             }
             Ok(())
         }

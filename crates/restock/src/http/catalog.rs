@@ -402,6 +402,43 @@ impl ProductBody {
     }
 }
 
+/// The catalog's one write path (the product API and CSV imports): validates the
+/// product, writes it with its variants, judges changed thresholds, and applies
+/// stock that was parked for its SKUs.
+pub async fn save_product(
+    app: &App,
+    store: restock_core::ids::StoreId,
+    id: &str,
+    body: ProductBody,
+) -> ApiResult<()> {
+    if !valid_handle(id) {
+        return Err(invalid("product id must be 1 to 128 printable characters"));
+    }
+    let input = body.parse(id.to_string())?;
+    let (_, restocks) = app
+        .db
+        .upsert_product(store, &input, app.now())
+        .await
+        .map_err(|e| match e {
+            CatalogError::SkuTaken(_) => ApiError::new(ErrorCode::SkuTaken, e.to_string()),
+            CatalogError::InventoryItemTaken(_) => {
+                ApiError::new(ErrorCode::Conflict, e.to_string())
+            }
+            CatalogError::Storage(s) => s.into(),
+        })?;
+    if !restocks.is_empty() {
+        app.plan_ready.notify_one();
+    }
+    // Stock that arrived before the catalog named these SKUs, parked, applies now.
+    let skus: Vec<String> = input
+        .variants
+        .iter()
+        .map(|v| v.sku.as_str().to_string())
+        .collect();
+    super::rejections::replay_parked(app, store, &skus).await;
+    Ok(())
+}
+
 /// Create or update a category (thresholds apply to its products' variants).
 #[utoipa::path(put, path = "/v1/categories/{handle}", tag = "catalog", security(("api_key" = [])),
     params(("handle" = String, Path, description = "The merchant's category handle", max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")),
@@ -442,31 +479,7 @@ pub async fn put_product(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ProductBody>,
 ) -> ApiResult<Json<ProductView>> {
-    if !valid_handle(&id) {
-        return Err(invalid("product id must be 1 to 128 printable characters"));
-    }
-    let input = body.parse(id.clone())?;
-    let (_, restocks) = app
-        .db
-        .upsert_product(store, &input, app.now())
-        .await
-        .map_err(|e| match e {
-            CatalogError::SkuTaken(_) => ApiError::new(ErrorCode::SkuTaken, e.to_string()),
-            CatalogError::InventoryItemTaken(_) => {
-                ApiError::new(ErrorCode::Conflict, e.to_string())
-            }
-            CatalogError::Storage(s) => s.into(),
-        })?;
-    if !restocks.is_empty() {
-        app.plan_ready.notify_one();
-    }
-    // Stock that arrived before the catalog named these SKUs, parked, applies now.
-    let skus: Vec<String> = input
-        .variants
-        .iter()
-        .map(|v| v.sku.as_str().to_string())
-        .collect();
-    super::rejections::replay_parked(&app, store, &skus).await;
+    save_product(&app, store, &id, body).await?;
     let product = app
         .db
         .product(store, &id)

@@ -9,7 +9,8 @@
 //!   produce as JSON (router 404/405, body limits, timeouts) is rewritten to
 //!   `{"code", "message", "detail"}`; over-long URLs get `414 uri_too_long`;
 //! - a panic becomes `500 internal` (logged), never a dropped connection;
-//! - a request timeout (`408 request_timeout`).
+//! - a request timeout (`408 request_timeout`); CSV imports, which stream long
+//!   bodies, have their own.
 //!
 //! Body limits are per route group (see [`super::router`]).
 
@@ -17,14 +18,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::{ErrorCode, code_for_status, error_response};
@@ -40,9 +40,12 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
 ) -> Router<S> {
     let max_uri = config.max_uri_bytes;
     router
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(config.request_timeout_secs),
+        .layer(axum::middleware::from_fn_with_state(
+            Timeouts {
+                request: Duration::from_secs(config.request_timeout_secs),
+                import: Duration::from_secs(config.import_timeout_secs),
+            },
+            timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_answer))
         .layer(axum::middleware::from_fn_with_state(max_uri, json_errors))
@@ -54,6 +57,29 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// How long a request may take: CSV imports stream large bodies and get their own
+/// limit (their handler still refuses a body that stops coming).
+#[derive(Clone, Copy)]
+struct Timeouts {
+    request: Duration,
+    import: Duration,
+}
+
+async fn timeout(State(t): State<Timeouts>, req: Request, next: Next) -> Response {
+    let limit = if req.uri().path().starts_with("/v1/imports/") {
+        t.import
+    } else {
+        t.request
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => error_response(
+            ErrorCode::RequestTimeout,
+            "the request took too long".into(),
+        ),
+    }
 }
 
 fn request_span(req: &Request) -> tracing::Span {
@@ -185,6 +211,7 @@ pub async fn method_not_allowed() -> Response {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use axum::routing::get;
     use tower::ServiceExt;
@@ -202,6 +229,8 @@ mod tests {
             max_uri_bytes: 64,
             client_ip_header: String::new(),
             auth_failures_per_minute: 20,
+            import_max_bytes: 1024,
+            import_timeout_secs: 1,
         }
     }
 

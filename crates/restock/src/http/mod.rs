@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod imports;
 pub mod int;
 pub mod layers;
 pub mod markets;
@@ -107,6 +108,11 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::shopify_inventory))
         .routes(routes!(webhooks::woocommerce))
         .layer(DefaultBodyLimit::max(limits::WEBHOOK));
+    // CSV imports stream their body; the handler counts it against
+    // `http.import_max_bytes` as it reads.
+    let imports = OpenApiRouter::new()
+        .routes(routes!(imports::post_import))
+        .layer(DefaultBodyLimit::disable());
     let storefront = OpenApiRouter::new()
         .routes(routes!(storefront::subscribe, storefront::preflight))
         .layer(DefaultBodyLimit::max(limits::STOREFRONT));
@@ -159,6 +165,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(stock)
         .merge(webhooks)
+        .merge(imports)
         .merge(storefront)
         .merge(rest)
         .split_for_parts();

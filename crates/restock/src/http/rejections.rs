@@ -243,6 +243,10 @@ pub async fn replay_row(app: &App, store: StoreId, row: &RejectionRow) -> ApiRes
                 }
             }
         }
+        crate::intake::csv::SOURCE => {
+            let (result, detail) = crate::intake::csv::replay(app, store, row).await?;
+            ReplayOutcome { result, detail }
+        }
         "shopify" => match crate::intake::shopify::parse(row.payload.as_bytes()) {
             Err((_, reason)) => ReplayOutcome {
                 result: "rejected".into(),

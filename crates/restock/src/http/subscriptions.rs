@@ -103,6 +103,21 @@ pub async fn create_subscription(
     Merchant(store): Merchant,
     ApiJson(req): ApiJson<CreateSubscription>,
 ) -> ApiResult<(StatusCode, Json<SubscribeResponse>)> {
+    let (status, body) = sign_up(&app, store, req, true).await?;
+    Ok((status, Json(body)))
+}
+
+/// The merchant's sign-up path (the API and CSV imports): the fields checked, the
+/// target resolved, the sign-up stored or merged with the shopper's earlier one.
+/// `vouched`: the caller vouches for a fresh consent, so a shopper who opted out of
+/// everything is signed up again; an import of an older list does not, and such an
+/// address is refused with `confirmation_required`.
+pub async fn sign_up(
+    app: &App,
+    store: restock_core::ids::StoreId,
+    req: CreateSubscription,
+    vouched: bool,
+) -> ApiResult<(StatusCode, SubscribeResponse)> {
     let row = app
         .db
         .store(store)
@@ -118,7 +133,7 @@ pub async fn create_subscription(
         ));
     }
     let target = resolve_target(
-        &app,
+        app,
         &row,
         req.sku.as_deref(),
         req.product.as_deref(),
@@ -137,13 +152,11 @@ pub async fn create_subscription(
             user_agent: req.user_agent,
         },
         time_zone,
-        anonymous: false,
+        anonymous: !vouched,
     };
-    let (status, body) = signup_answer(
-        &app,
-        app.signups.subscribe(store, &signup, app.now()).await?,
-    )?;
-    Ok((status, Json(body)))
+    let (status, body) =
+        signup_answer(app, app.signups.subscribe(store, &signup, app.now()).await?)?;
+    Ok((status, body))
 }
 
 /// One sign-up. A cancelled (deleted) one is no longer served here; it stays in

@@ -3,6 +3,7 @@
 //! as a rejection with its reason.
 
 pub mod api;
+pub mod csv;
 pub mod jetstream;
 pub mod orders;
 pub mod poll_http;

@@ -238,6 +238,19 @@ impl Db {
         });
         Ok(())
     }
+
+    /// Rewrites a rejection's reason to say where it came from (a CSV import's line),
+    /// leaving its payload, and so its fingerprint, as intake stored it.
+    pub async fn set_rejection_reason(&self, id: RejectionId, reason: &str) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE rejections SET reason = $2 WHERE id = $1")
+                .bind(id.0)
+                .bind(storable(reason).into_owned())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
 }
 
 impl Db {

@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod contract;
 mod crash_recovery;
+mod csv_import;
 mod db_outage;
 mod decisions;
 mod demo;

@@ -219,6 +219,7 @@ both_dbs!(
             (Method::GET, "/v1/sources/warehouse"),
             (Method::PUT, "/v1/sources/warehouse"),
             (Method::DELETE, "/v1/sources/warehouse"),
+            (Method::POST, "/v1/imports/stock"),
         ];
         // The OpenAPI document lists every operation secured by the API key: make sure
         // this table covers them all.
@@ -244,7 +245,8 @@ both_dbs!(
                         .replace("{handle}", "shoes")
                         .replace("{sku}", "S-42")
                         .replace("{market}", "eu")
-                        .replace("{name}", "warehouse");
+                        .replace("{name}", "warehouse")
+                        .replace("{kind}", "stock");
                     let concrete = if concrete == "/v1/products/1" {
                         "/v1/products/shoe".to_string()
                     } else {
