@@ -5,6 +5,7 @@
 pub mod api;
 pub mod jetstream;
 pub mod orders;
+pub mod poll;
 pub mod poll_http;
 pub mod poll_sql;
 pub mod runner;
