@@ -590,3 +590,266 @@ fn sql_settings_are_checked_and_the_password_is_masked() {
         assert!(check_config(Kind::Sql, &bad).is_err(), "{bad}");
     }
 }
+
+/// A `restock serve` child process, killed (SIGKILL) when dropped.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn start_serve(db: &common::TestDb, name: &str) -> (Serve, String) {
+    let port = free_port();
+    let config = db.dir.path().join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             [database]\nurl = \"{}\"\n\
+             [email]\ntransport = \"file\"\nfile_dir = \"{}\"\n\
+             [secrets]\nkey = \"{}\"\n\
+             [intake]\ntick_ms = 100\nlease_secs = 2\nretry_base_ms = 100\n",
+            db.url,
+            db.dir.path().join("outbox").display(),
+            common::TEST_SECRETS_KEY
+        ),
+    )
+    .expect("write config");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_restock"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("HOSTNAME", name)
+        .env(
+            "RESTOCK_LOG",
+            std::env::var("RESTOCK_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start restock serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status() == 200
+        {
+            return (Serve(child), base);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "restock serve did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn api(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method, &url).bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{url}: {status} {v}");
+    v
+}
+
+/// Two `restock serve` processes on one PostgreSQL database share one SQL source:
+/// the lease makes exactly one run it, and when that one is killed the other takes
+/// the poller over within a lease period and applies the next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_poller_and_take_over_when_one_dies() {
+    let db = common::TestDb::new(Backend::Postgres).await;
+    let created = db
+        .db
+        .create_store(
+            restock::storage::stores::NewStore {
+                name: "Lease",
+                slug: "lease",
+                allowed_origins: &[],
+                shopify_secret: None,
+                woocommerce_secret: None,
+            },
+            0,
+        )
+        .await
+        .expect("store");
+    let key = created.api_key;
+    let m = MerchantDb::new(Merchant::Postgres).await;
+    m.insert(1, Some("P-1"), Some(5), None).await;
+    let (a, a_url) = start_serve(&db, "inst-a").await;
+    let (b, b_url) = start_serve(&db, "inst-b").await;
+    let mut servers = vec![(a, a_url.clone(), "inst-a"), (b, b_url, "inst-b")];
+    let http = reqwest::Client::new();
+    let variants: Vec<Value> = (1..=2)
+        .map(|i| json!({"sku": format!("P-{i}"), "title": format!("Size {i}")}))
+        .collect();
+    api(
+        &http,
+        reqwest::Method::PUT,
+        format!("{a_url}/v1/products/boot"),
+        &key,
+        Some(json!({
+            "title": "Boot", "url": "https://shop.example/boot", "price": 9900,
+            "currency": "EUR", "variants": variants
+        })),
+    )
+    .await;
+    api(
+        &http,
+        reqwest::Method::PUT,
+        format!("{a_url}/v1/sources/erp"),
+        &key,
+        Some(json!({
+            "kind": "sql",
+            "config": {"url": m.url, "query": format!("SELECT sku, stock FROM {}", m.table),
+                       "columns": {"available": "stock"}}
+        })),
+    )
+    .await;
+    let source = |base: String| {
+        let http = http.clone();
+        let key = key.clone();
+        async move {
+            api(
+                &http,
+                reqwest::Method::GET,
+                format!("{base}/v1/sources/erp"),
+                &key,
+                None,
+            )
+            .await
+        }
+    };
+    let level = |base: String, sku: &'static str| {
+        let http = http.clone();
+        let key = key.clone();
+        async move {
+            let v = api(
+                &http,
+                reqwest::Method::GET,
+                format!("{base}/v1/variants/{sku}"),
+                &key,
+                None,
+            )
+            .await;
+            v["levels"][0]["available"].as_i64()
+        }
+    };
+    let wait_level = |base: String, sku: &'static str, want: i64| {
+        let level = &level;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while level(base.clone(), sku).await != Some(want) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{sku} never reached {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_level(a_url.clone(), "P-1", 5).await;
+    // From now on it runs every second, so the test sees several runs (the API's
+    // minimum is a minute).
+    let pool = sqlx::PgPool::connect(&db.url)
+        .await
+        .expect("restock's database");
+    sqlx::query("UPDATE sources SET interval_secs = 1, next_run_at = 0 WHERE name = 'erp'")
+        .execute(&pool)
+        .await
+        .expect("shorten the interval");
+
+    // Several runs later, one instance has run them all.
+    let mut owners = std::collections::BTreeSet::new();
+    let first = source(a_url.clone()).await;
+    for _ in 0..30 {
+        let v = source(a_url.clone()).await;
+        if let Some(o) = v["health"]["running_on"].as_str() {
+            owners.insert(o.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = source(a_url.clone()).await;
+    assert!(
+        v["health"]["runs"].as_i64() > first["health"]["runs"].as_i64(),
+        "the poller keeps running: {v}"
+    );
+    assert_eq!(
+        owners.len(),
+        1,
+        "exactly one instance runs the poller: {owners:?}"
+    );
+    let owner = owners.into_iter().next().expect("owner");
+    // Each change applied once, though both instances are up.
+    m.exec("UPDATE $T SET stock = 6 WHERE sku = 'P-1'").await;
+    wait_level(a_url.clone(), "P-1", 6).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v = source(a_url.clone()).await;
+    assert_eq!(v["health"]["applied"], 2, "5, then 6, each once: {v}");
+    let transitions: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM stock_levels WHERE source = 'erp'")
+            .fetch_one(&pool)
+            .await
+            .expect("levels");
+    assert_eq!(levels_from_erp, 1, "one level, written by the poller");
+
+    // SIGKILL the instance running it: no chance to release the lease.
+    let at = servers
+        .iter()
+        .position(|(_, _, name)| owner.starts_with(&format!("{name}-")))
+        .expect("the owner is one of ours");
+    let (mut dead, _, _) = servers.remove(at);
+    let (_, survivor_url, survivor) = &servers[0];
+    dead.0.kill().expect("SIGKILL");
+    let _ = dead.0.wait();
+    let killed_at = std::time::Instant::now();
+    m.exec("UPDATE $T SET stock = 0 WHERE sku = 'P-1'").await;
+    let deadline = killed_at + Duration::from_secs(10);
+    loop {
+        let v = source(survivor_url.clone()).await;
+        if v["health"]["running_on"]
+            .as_str()
+            .is_some_and(|o| o.starts_with(&format!("{survivor}-")))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never taken over: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed_at.elapsed();
+    // A lease of 2 s, renewal attempts every third of it.
+    assert!(
+        took <= Duration::from_millis(3_500),
+        "taken over after {took:?}"
+    );
+    wait_level(survivor_url.clone(), "P-1", 0).await;
+    let v = source(survivor_url.clone()).await;
+    assert_eq!(v["health"]["applied"], 3, "{v}");
+    drop(servers);
+    pool.close().await;
+    db.cleanup().await;
+    m.cleanup().await;
+}
