@@ -626,18 +626,20 @@ async fn start_serve(db: &common::TestDb, name: &str) -> (Serve, String) {
         ),
     )
     .expect("write config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_restock"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("HOSTNAME", name)
-        .env(
-            "RESTOCK_LOG",
-            std::env::var("RESTOCK_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start restock serve");
+    let child = Serve(
+        std::process::Command::new(env!("CARGO_BIN_EXE_restock"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env("HOSTNAME", name)
+            .env(
+                "RESTOCK_LOG",
+                std::env::var("RESTOCK_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start restock serve"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -645,7 +647,7 @@ async fn start_serve(db: &common::TestDb, name: &str) -> (Serve, String) {
         if let Ok(r) = http.get(format!("{base}/healthz")).send().await
             && r.status() == 200
         {
-            return (Serve(child), base);
+            return (child, base);
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -806,7 +808,7 @@ async fn two_instances_share_the_poller_and_take_over_when_one_dies() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let v = source(a_url.clone()).await;
     assert_eq!(v["health"]["applied"], 2, "5, then 6, each once: {v}");
-    let transitions: i64 =
+    let levels_from_erp: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM stock_levels WHERE source = 'erp'")
             .fetch_one(&pool)
             .await
