@@ -855,3 +855,249 @@ async fn two_instances_share_the_poller_and_take_over_when_one_dies() {
     db.cleanup().await;
     m.cleanup().await;
 }
+
+/// The merchant's JSON endpoint: answers with the current document, honours
+/// `If-None-Match` / `If-Modified-Since`, requires a bearer token, and records what
+/// each request carried.
+#[derive(Default)]
+struct Feed {
+    body: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    status: u16,
+    seen: Vec<(Option<String>, Option<String>, Option<String>)>,
+}
+
+type SharedFeed = std::sync::Arc<std::sync::Mutex<Feed>>;
+
+async fn feed_handler(
+    axum::extract::State(feed): axum::extract::State<SharedFeed>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut f = feed.lock().expect("feed");
+    f.seen.push((
+        h("authorization"),
+        h("if-none-match"),
+        h("if-modified-since"),
+    ));
+    if h("authorization").as_deref() != Some("Bearer feed-token") {
+        return (axum::http::StatusCode::UNAUTHORIZED, "no").into_response();
+    }
+    if f.status != 200 {
+        return axum::http::StatusCode::from_u16(f.status)
+            .expect("status")
+            .into_response();
+    }
+    let not_modified = match (&f.etag, h("if-none-match")) {
+        (Some(e), Some(sent)) => *e == sent,
+        (Some(_), None) => false,
+        (None, _) => f.last_modified.is_some() && f.last_modified == h("if-modified-since"),
+    };
+    let mut resp = if not_modified {
+        axum::http::StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([("content-type", "application/json")], f.body.clone()).into_response()
+    };
+    if let Some(e) = &f.etag {
+        resp.headers_mut().insert("etag", e.parse().expect("etag"));
+    }
+    if let Some(lm) = &f.last_modified {
+        resp.headers_mut()
+            .insert("last-modified", lm.parse().expect("last-modified"));
+    }
+    resp
+}
+
+async fn start_feed() -> (SharedFeed, String) {
+    let feed: SharedFeed = Default::default();
+    feed.lock().expect("feed").status = 200;
+    let app = axum::Router::new()
+        .route("/stock.json", axum::routing::get(feed_handler))
+        .with_state(feed.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (feed, format!("http://{addr}/stock.json"))
+}
+
+/// Runs the source once and records the run as the runner does (cursor included).
+async fn poll_and_record(t: &TestApp, s: &StoreKeys, name: &str) -> anyhow::Result<PullOutcome> {
+    let out = poll(t, s, name).await?;
+    let row = t
+        .app
+        .db
+        .source(StoreId(s.id), name)
+        .await
+        .expect("row")
+        .expect("source");
+    let report = restock::storage::sources::RunReport {
+        ok: true,
+        applied: out.delivered.applied,
+        rejected: out.delivered.rejected,
+        cursor: out.cursor.clone(),
+        ..Default::default()
+    };
+    t.app
+        .db
+        .record_source_run(row.id, &report, t.now())
+        .await
+        .expect("record");
+    Ok(out)
+}
+
+both_dbs!(
+    http_poller_sends_conditional_headers_and_applies_only_changes,
+    |backend: Backend| async move {
+        let t = spawn_manual(backend).await;
+        let s = t.create_store("alpha").await;
+        seed_products(&t, &s).await;
+        let (feed, url) = start_feed().await;
+        let doc = |p1: i64| {
+            json!({"data": {"items": [
+                {"code": "P-1", "qty": p1, "where": "main"},
+                {"code": "P-2", "qty": "lots"},
+                "not an item"
+            ]}})
+            .to_string()
+        };
+        {
+            let mut f = feed.lock().expect("feed");
+            f.body = doc(5);
+            f.etag = Some("\"v1\"".into());
+        }
+        let config = |max_bytes: u64| {
+            json!({"kind": "http", "config": {
+                "url": url, "headers": {"Authorization": "Bearer feed-token"},
+                "items_pointer": "/data/items",
+                "fields": {"sku": "code", "available": "qty"},
+                "max_bytes": max_bytes, "timeout_secs": 5
+            }})
+        };
+        let (status, r) = t
+            .put("/v1/sources/feed", &s.api_key, &config(100_000))
+            .await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["interval_secs"], 900, "{r}");
+        assert_eq!(
+            r["config"]["headers"], "********",
+            "the auth header is masked: {r}"
+        );
+
+        // First run: P-1 applied; the unreadable items are dead letters.
+        let out = poll_and_record(&t, &s, "feed").await.expect("first run");
+        assert_eq!(out.delivered.applied, 1, "{out:?}");
+        assert_eq!(out.delivered.rejected, 2, "{out:?}");
+        assert_eq!(level(&t, &s, "P-1").await, Some(5));
+        let dead = rejections(&t, &s, "source=feed").await;
+        let mut codes: Vec<&str> = dead
+            .iter()
+            .filter_map(|r| r["reason_code"].as_str())
+            .collect();
+        codes.sort();
+        assert_eq!(codes, ["invalid_item", "invalid_quantity"], "{dead:?}");
+        {
+            let f = feed.lock().expect("feed");
+            assert_eq!(f.seen.len(), 1);
+            assert_eq!(
+                f.seen[0].0.as_deref(),
+                Some("Bearer feed-token"),
+                "auth header sent"
+            );
+            assert_eq!(f.seen[0].1, None, "nothing to match yet");
+        }
+
+        // Unchanged: the server answers 304 to the ETag; nothing delivered.
+        t.advance(60_000);
+        let out = poll_and_record(&t, &s, "feed").await.expect("second run");
+        assert_eq!(out.delivered.applied, 0, "{out:?}");
+        assert_eq!(out.delivered.rejected, 0, "{out:?}");
+        assert_eq!(
+            feed.lock().expect("feed").seen[1].1.as_deref(),
+            Some("\"v1\"")
+        );
+
+        // A new version: only the changed item applies.
+        {
+            let mut f = feed.lock().expect("feed");
+            f.body = doc(8);
+            f.etag = Some("\"v2\"".into());
+        }
+        t.advance(60_000);
+        let out = poll_and_record(&t, &s, "feed").await.expect("third run");
+        assert_eq!(out.delivered.applied, 1, "{out:?}");
+        assert_eq!(level(&t, &s, "P-1").await, Some(8));
+
+        // Last-Modified only: If-Modified-Since comes back, and a 304 delivers nothing.
+        {
+            let mut f = feed.lock().expect("feed");
+            f.etag = None;
+            f.last_modified = Some("Sun, 01 Mar 2026 11:00:00 GMT".into());
+            f.body = doc(3);
+        }
+        t.advance(60_000);
+        let out = poll_and_record(&t, &s, "feed").await.expect("fourth run");
+        assert_eq!(out.delivered.applied, 1, "{out:?}");
+        t.advance(60_000);
+        let out = poll_and_record(&t, &s, "feed").await.expect("fifth run");
+        assert_eq!(out.delivered.applied, 0, "{out:?}");
+        {
+            let f = feed.lock().expect("feed");
+            let last = f.seen.last().expect("request");
+            assert_eq!(
+                last.2.as_deref(),
+                Some("Sun, 01 Mar 2026 11:00:00 GMT"),
+                "{:?}",
+                f.seen
+            );
+        }
+        assert_eq!(level(&t, &s, "P-1").await, Some(3));
+
+        // A missed change caught: Restock's level moved without the feed changing, the
+        // next full answer puts it back.
+        t.stock(
+            &s,
+            json!([{"sku": "P-1", "available": 40, "observed_at": "2026-03-01T11:59:00Z"}]),
+        )
+        .await;
+        assert_eq!(
+            level(&t, &s, "P-1").await,
+            Some(3),
+            "older than the poll: stale"
+        );
+
+        // Over max_bytes: refused, the run fails.
+        let (status, r) = t.put("/v1/sources/feed", &s.api_key, &config(40)).await;
+        assert_eq!(status, 200, "{r}");
+        feed.lock().expect("feed").last_modified = None;
+        let err = poll(&t, &s, "feed").await.expect_err("oversize answer");
+        assert!(err.to_string().contains("max_bytes"), "{err:#}");
+
+        // Non-2xx: a run failure.
+        let (status, r) = t
+            .put("/v1/sources/feed", &s.api_key, &config(100_000))
+            .await;
+        assert_eq!(status, 200, "{r}");
+        feed.lock().expect("feed").status = 503;
+        let err = poll(&t, &s, "feed").await.expect_err("503");
+        assert!(err.to_string().contains("503"), "{err:#}");
+
+        // Wrong token: 401, a failure.
+        feed.lock().expect("feed").status = 200;
+        let mut wrong = config(100_000);
+        wrong["config"]["headers"]["Authorization"] = json!("Bearer nope");
+        let (status, r) = t.put("/v1/sources/feed", &s.api_key, &wrong).await;
+        assert_eq!(status, 200, "{r}");
+        let err = poll(&t, &s, "feed").await.expect_err("401");
+        assert!(err.to_string().contains("401"), "{err:#}");
+        t.stop().await;
+    }
+);
