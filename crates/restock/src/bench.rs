@@ -20,6 +20,7 @@ use crate::util::Clock;
 
 mod email;
 mod intake;
+mod poller;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -63,6 +64,17 @@ pub struct BenchArgs {
     /// Sign-ups to send with --signups.
     #[arg(long, default_value_t = 4_000)]
     pub signup_requests: u64,
+    /// Only time the SQL poller over a large PostgreSQL source table (see
+    /// bench/poller.rs): a first run, 1 % of rows changed, no change; beside a raw read.
+    #[arg(long)]
+    pub sql_poller: bool,
+    /// Rows of the source table for --sql-poller.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub poller_rows: u64,
+    /// The PostgreSQL database holding the source table for --sql-poller (a fresh
+    /// schema is created and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub poller_source: String,
 }
 
 struct BenchDb {
@@ -208,6 +220,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.file_messages,
         )
         .await;
+    }
+    if args.sql_poller {
+        return poller::run(&args).await;
     }
     if args.stock_throughput || args.signups || args.csv_stock {
         return intake::run(&args).await;

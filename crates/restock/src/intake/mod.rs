@@ -6,6 +6,7 @@ pub mod api;
 pub mod csv;
 pub mod jetstream;
 pub mod orders;
+pub mod poll;
 pub mod poll_http;
 pub mod poll_sql;
 pub mod runner;

@@ -20,6 +20,7 @@ pub mod markets;
 pub mod orders;
 pub mod outbox;
 pub mod planning;
+pub mod reconcile;
 pub mod rejections;
 pub mod retention;
 pub mod shopify;

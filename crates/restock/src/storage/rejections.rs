@@ -95,7 +95,8 @@ pub fn fingerprint(r: &NewRejection) -> String {
 }
 
 /// The SKUs a payload names: every string under a key called `sku` (any case) at any
-/// depth of a JSON payload. At most 100, each at most 255 characters.
+/// depth of a JSON payload. At most 100, each at most 255 characters; none with a
+/// control character (no SKU has one, and PostgreSQL cannot store U+0000).
 pub fn skus_in(payload: &str) -> Vec<String> {
     fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
@@ -105,6 +106,7 @@ pub fn skus_in(payload: &str) -> Vec<String> {
                         if let Some(s) = v.as_str().map(str::trim)
                             && !s.is_empty()
                             && s.len() <= 255
+                            && !s.chars().any(char::is_control)
                             && !out.iter().any(|o| o == s)
                         {
                             out.push(s.to_string());

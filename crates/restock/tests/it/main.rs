@@ -24,6 +24,7 @@ mod migrations;
 mod ops;
 mod packaging;
 mod planning_properties;
+mod pollers;
 mod schema_parity;
 mod shopify_products;
 mod shopify_webhook;
