@@ -419,10 +419,10 @@ impl Import {
             .into_iter()
             .map(|n| n.trim().to_ascii_lowercase())
             .collect();
-        let unknown: Vec<&str> = names
+        let unknown: Vec<String> = names
             .iter()
             .filter(|n| !columns.iter().any(|(c, _)| c == n))
-            .map(String::as_str)
+            .map(|n| format!("{n:?}"))
             .collect();
         if !unknown.is_empty() {
             return Err(invalid_csv(format!(
