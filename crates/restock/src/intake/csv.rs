@@ -419,10 +419,10 @@ impl Import {
             .into_iter()
             .map(|n| n.trim().to_ascii_lowercase())
             .collect();
-        let unknown: Vec<&str> = names
+        let unknown: Vec<String> = names
             .iter()
             .filter(|n| !columns.iter().any(|(c, _)| c == n))
-            .map(String::as_str)
+            .map(|n| format!("{n:?}"))
             .collect();
         if !unknown.is_empty() {
             return Err(invalid_csv(format!(
@@ -778,7 +778,11 @@ async fn apply_line(
                 .await
                 .map(|_| ())
         }
-        ImportKind::Stock => unreachable_stock(),
+        // Stock lines are applied in batches (`Import::apply_stock`) and replayed by
+        // `apply_stock_replay`, never one by one here.
+        ImportKind::Stock => Err(ApiError::internal(anyhow::anyhow!(
+            "stock lines are applied in batches"
+        ))),
     };
     match result {
         Ok(()) => Ok(Ok(())),
@@ -798,12 +802,6 @@ async fn apply_line(
             Ok(Err((column, e.code.as_str().into(), e.message)))
         }
     }
-}
-
-fn unreachable_stock() -> ApiResult<()> {
-    Err(ApiError::internal(anyhow::anyhow!(
-        "stock lines are applied in batches"
-    )))
 }
 
 /// Replays a dead letter of the `csv` source: a refused line is read again from its

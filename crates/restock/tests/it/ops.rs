@@ -122,7 +122,8 @@ async fn openapi_describes_every_route() {
             .replace("{handle}", "misc")
             .replace("{store}", "nostore")
             .replace("{market}", "eu")
-            .replace("{name}", "nosource");
+            .replace("{name}", "nosource")
+            .replace("{kind}", "stock");
         assert!(!concrete.contains('{'), "unfilled parameter in {path}");
         for (method, op) in item.as_object().expect("path item") {
             let Ok(m) = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()) else {
@@ -157,6 +158,7 @@ async fn openapi_describes_every_route() {
         "/storefront/v1/{publishable_key}/subscriptions",
         "/v1/notifications/{id}/replay",
         "/v1/rejections/{id}/replay",
+        "/v1/imports/{kind}",
         "/t/c/{token}",
         "/t/u/{token}",
         "/metrics",
