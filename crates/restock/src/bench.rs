@@ -20,6 +20,7 @@ use crate::util::Clock;
 
 mod email;
 mod intake;
+mod jetstream;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -59,6 +60,18 @@ pub struct BenchArgs {
     /// Sign-ups to send with --signups.
     #[arg(long, default_value_t = 4_000)]
     pub signup_requests: u64,
+    /// Only time stock updates through NATS JetStream: Restock's source beside a
+    /// minimal consumer reading the same stream (see bench/jetstream.rs).
+    #[arg(long)]
+    pub jetstream: bool,
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub jetstream_url: String,
+    /// Messages published with --jetstream.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Messages per pull and per apply with --jetstream.
+    #[arg(long, default_value_t = 500)]
+    pub jetstream_batch: usize,
 }
 
 struct BenchDb {
@@ -204,6 +217,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.file_messages,
         )
         .await;
+    }
+    if args.jetstream {
+        return jetstream::run(&args).await;
     }
     if args.stock_throughput || args.signups {
         return intake::run(&args).await;
