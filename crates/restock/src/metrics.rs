@@ -28,7 +28,8 @@ pub struct Metrics {
     pub lease_renewals: IntCounter,
     /// Outcomes written per group commit.
     pub record_batch: Histogram,
-    /// Items configured sources delivered, by kind and outcome (applied, rejected).
+    /// Items configured sources delivered, by kind and outcome (applied, rejected,
+    /// stale: already applied; skipped: below a stream's cursor; redelivered: JetStream).
     pub source_items: IntCounterVec,
     /// Failed runs (or stream sessions) of configured sources, by kind.
     pub source_failures: IntCounterVec,

@@ -198,6 +198,12 @@ async fn apply_chunk(
     let (first, again): (Vec<_>, Vec<_>) = chunk
         .into_iter()
         .partition(|m| m.info().map(|i| i.delivered <= 1).unwrap_or(true));
+    if !again.is_empty() {
+        app.metrics
+            .source_items
+            .with_label_values(&[ctx.kind.as_str(), "redelivered"])
+            .inc_by(again.len() as u64);
+    }
     if !first.is_empty() {
         apply_group(app, ctx, c, first).await?;
     }

@@ -84,6 +84,8 @@ async fn metrics_page(http: &reqwest::Client, base: &str) -> String {
 }
 
 const APPLIED: &str = "restock_source_items_total{kind=\"jetstream\",outcome=\"applied\"}";
+const STALE: &str = "restock_source_items_total{kind=\"jetstream\",outcome=\"stale\"}";
+const REDELIVERED: &str = "restock_source_items_total{kind=\"jetstream\",outcome=\"redelivered\"}";
 
 // ---------------------------------------------------------------- JetStream
 
@@ -252,6 +254,11 @@ both_dbs!(
             metric(&after, APPLIED),
             3.0,
             "nothing applied twice: {after}"
+        );
+        assert_eq!(
+            metric(&after, STALE) - metric(&before, STALE),
+            3.0,
+            "every message read again was found stale: {after}"
         );
         assert_eq!(level(&t, &s, "S-42").await, 5);
         assert_eq!(level(&t, &s, "S-43").await, 2, "the older seq stays stale");
@@ -446,6 +453,37 @@ async fn read_events(js: &jetstream::Context, stream: &str, want: usize) -> Vec<
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+both_dbs!(
+    events_never_hold_up_the_main_path_when_nats_is_down,
+    |backend: Backend| async move {
+        // Nothing listens on port 1: every publish fails; the buffer holds one event.
+        let t = TestApp::spawn_with(
+            backend,
+            "[events]\njetstream_url = \"nats://127.0.0.1:1\"\nbuffer = 1\n",
+        )
+        .await;
+        let s = t.create_store("alpha").await;
+        t.seed_catalog(&s).await;
+        for (i, qty) in [0, 3, 0, 4, 0, 5].into_iter().enumerate() {
+            let started = Instant::now();
+            t.stock(
+                &s,
+                json!([{"sku": "S-42", "available": qty, "sequence": i}]),
+            )
+            .await;
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "answered at once"
+            );
+        }
+        assert_eq!(level(&t, &s, "S-42").await, 5);
+        let page = metrics_page(&t.http, &t.base).await;
+        let dropped = metric(&page, "restock_outbound_events_total{outcome=\"dropped\"}");
+        assert!(dropped >= 1.0, "three restocks, room for two: {page}");
+        t.stop().await;
+    }
+);
 
 // ---------------------------------------------------------------- WebSocket
 
@@ -897,6 +935,107 @@ async fn two_serve_processes_on_one_postgres_share_a_jetstream_consumer() {
     pool.close().await;
     drop(_a);
     drop(_b);
+    db.cleanup().await;
+    js.drop_stream().await;
+}
+
+fn signal(server: &Serve, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &server.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_held_by_a_frozen_instance_are_redelivered_to_the_other_and_applied_once() {
+    const N: usize = 200;
+    let js = Js::new().await;
+    let db = common::TestDb::new(Backend::Postgres).await;
+    let created = db
+        .db
+        .create_store(
+            restock::storage::stores::NewStore {
+                name: "Two",
+                slug: "two",
+                allowed_origins: &[],
+                shopify_secret: None,
+                woocommerce_secret: None,
+            },
+            0,
+        )
+        .await
+        .expect("store");
+    let http = reqwest::Client::new();
+    let (a, base_a) = serve(&db, "instance-a", &http).await;
+    let (b, base_b) = serve(&db, "instance-b", &http).await;
+    let mut body = jetstream_source(&js, "shared");
+    body["config"]["batch"] = json!(10);
+    body["config"]["ack_wait_secs"] = json!(2);
+    body["profile"] = json!({"unknown_sku": "placeholder"});
+    let r = http
+        .put(format!("{base_b}/v1/sources/inventory"))
+        .bearer_auth(&created.api_key)
+        .json(&body)
+        .send()
+        .await
+        .expect("put source");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    eventually(30, "both instances pulling", || async {
+        let Ok(st) = js.js.get_stream(&js.stream).await else {
+            return false;
+        };
+        match st.get_consumer::<pull::Config>("shared").await {
+            Ok(mut c) => c.info().await.is_ok_and(|i| i.num_waiting >= 2),
+            Err(_) => false,
+        }
+    })
+    .await;
+    // A freezes with its pull requests open: what the server hands it sits
+    // unacknowledged until ack_wait lapses, then goes to B.
+    signal(&a, "-STOP");
+    for i in 0..N {
+        js.publish(json!({"sku": format!("F-{i}"), "qty": (i % 3 + 1) as i64, "seq": 1}))
+            .await;
+    }
+    let applied = |base: String| {
+        let http = http.clone();
+        async move { metric(&metrics_page(&http, &base).await, APPLIED) as usize }
+    };
+    eventually(60, "B applied everything", || async {
+        applied(base_b.clone()).await >= N
+    })
+    .await;
+    let page_b = metrics_page(&http, &base_b).await;
+    assert!(
+        metric(&page_b, REDELIVERED) >= 1.0,
+        "A held some messages, redelivered to B: {page_b}"
+    );
+    // A wakes up and deals with what it held: B applied all of it already.
+    signal(&a, "-CONT");
+    eventually(30, "all acknowledged", || async {
+        let mut c = js.consumer("shared").await;
+        c.info()
+            .await
+            .is_ok_and(|i| i.num_ack_pending == 0 && i.num_pending == 0)
+    })
+    .await;
+    let (got_a, got_b) = (applied(base_a.clone()).await, applied(base_b.clone()).await);
+    assert_eq!(got_a + got_b, N, "each applied once: a {got_a}, b {got_b}");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pg");
+    let (levels, sum): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), COALESCE(sum(l.available), 0)::bigint FROM stock_levels l \
+         JOIN variants v ON v.id = l.variant_id WHERE v.sku LIKE 'F-%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("levels");
+    assert_eq!(levels, N as i64);
+    assert_eq!(sum, (0..N).map(|i| (i % 3 + 1) as i64).sum::<i64>());
+    pool.close().await;
+    drop(a);
+    drop(b);
     db.cleanup().await;
     js.drop_stream().await;
 }
