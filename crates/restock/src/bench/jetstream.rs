@@ -158,13 +158,15 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = start.elapsed().as_secs_f64();
-    let applied = app
-        .metrics
-        .source_items
-        .with_label_values(&["jetstream", "applied"])
-        .get();
+    let count = |outcome: &str| {
+        app.metrics
+            .source_items
+            .with_label_values(&["jetstream", outcome])
+            .get()
+    };
+    let (applied, stale) = (count("applied"), count("stale"));
     println!(
-        "  {:<38} {:>9.0} msg/s   ({secs:.2} s; {applied} applied, the rest superseded in their chunk; batch {})",
+        "  {:<38} {:>9.0} msg/s   ({secs:.2} s from PUT /v1/sources; {applied} applied, {stale} stale; batch {})",
         format!("Restock ({})", app.db.backend()),
         n as f64 / secs,
         args.jetstream_batch
