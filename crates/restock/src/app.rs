@@ -80,6 +80,9 @@ impl App {
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_else(|| "restock.local".into());
+        let metrics = Metrics::new();
+        let events = crate::events::Events::default();
+        events.count_with(metrics.events.clone());
         Ok(App {
             inner: Arc::new(AppInner {
                 public_host,
@@ -92,7 +95,7 @@ impl App {
                 auth_throttle: AuthThrottle::default(),
                 installation_id,
                 last_purge_ms: std::sync::atomic::AtomicI64::new(0),
-                metrics: Metrics::new(),
+                metrics,
                 renderer: Renderer::new(),
                 email,
                 work_ready: Notify::new(),
@@ -102,7 +105,7 @@ impl App {
                     std::env::var("HOSTNAME").unwrap_or_else(|_| "restock".into()),
                     crate::util::random_token(6)
                 ),
-                events: crate::events::Events::default(),
+                events,
             }),
         })
     }

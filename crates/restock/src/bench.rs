@@ -21,6 +21,7 @@ use crate::util::Clock;
 mod email;
 mod intake;
 mod poller;
+mod jetstream;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -75,6 +76,18 @@ pub struct BenchArgs {
     /// schema is created and dropped).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pub poller_source: String,
+    /// Only time stock updates through NATS JetStream: Restock's source beside a
+    /// minimal consumer reading the same stream (see bench/jetstream.rs).
+    #[arg(long)]
+    pub jetstream: bool,
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub jetstream_url: String,
+    /// Messages published with --jetstream.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Messages per pull and per apply with --jetstream.
+    #[arg(long, default_value_t = 500)]
+    pub jetstream_batch: usize,
 }
 
 struct BenchDb {
@@ -223,6 +236,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.sql_poller {
         return poller::run(&args).await;
+    }
+    if args.jetstream {
+        return jetstream::run(&args).await;
     }
     if args.stock_throughput || args.signups || args.csv_stock {
         return intake::run(&args).await;

@@ -24,6 +24,19 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub intake: IntakeConfig,
     pub secrets: SecretsConfig,
+    pub events: EventsConfig,
+}
+
+/// Publishing Restock's own events to NATS JetStream (off unless `jetstream_url`
+/// is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    pub jetstream_url: SecretString,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub create_stream: bool,
+    pub buffer: usize,
 }
 
 /// Limits that keep slow and hostile clients from exhausting the server.
@@ -166,6 +179,41 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        {
+            use secrecy::ExposeSecret;
+            let e = &self.events;
+            let url = e.jetstream_url.expose_secret();
+            if !url.is_empty() {
+                let ok = url::Url::parse(url).is_ok_and(|u| ["nats", "tls"].contains(&u.scheme()));
+                if !ok {
+                    anyhow::bail!(
+                        "invalid configuration: events.jetstream_url must be a nats:// or tls:// URL"
+                    );
+                }
+                if e.stream.is_empty()
+                    || !e
+                        .stream
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    anyhow::bail!(
+                        "invalid configuration: events.stream must be letters, digits, '-' or '_'"
+                    );
+                }
+                if e.subject_prefix.is_empty()
+                    || e.subject_prefix.contains(['*', '>', ' '])
+                    || e.subject_prefix.starts_with('.')
+                    || e.subject_prefix.ends_with('.')
+                {
+                    anyhow::bail!(
+                        "invalid configuration: events.subject_prefix must be a subject without wildcards"
+                    );
+                }
+                if e.buffer < 1 {
+                    anyhow::bail!("invalid configuration: events.buffer must be at least 1");
+                }
+            }
+        }
         url::Url::parse(&self.public_url)
             .map_err(|e| anyhow::anyhow!("invalid configuration: public_url: {e}"))?;
         if self.email.from.parse::<lettre::message::Mailbox>().is_err() {

@@ -70,6 +70,7 @@ pub async fn run(
         .dispatch
         .enabled
         .then(|| tokio::spawn(planning::run_worker(app.clone(), shutdown.clone())));
+    let events = events::start_jetstream(&app, shutdown.clone());
     let intake = app
         .config
         .intake
@@ -90,6 +91,9 @@ pub async fn run(
     }
     if let Some(intake) = intake {
         intake.await?;
+    }
+    if let Some(events) = events {
+        events.await?;
     }
     app.db.close().await;
     tracing::info!("restock stopped");

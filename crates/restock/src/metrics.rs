@@ -28,7 +28,8 @@ pub struct Metrics {
     pub lease_renewals: IntCounter,
     /// Outcomes written per group commit.
     pub record_batch: Histogram,
-    /// Items configured sources delivered, by kind and outcome (applied, rejected).
+    /// Items configured sources delivered, by kind and outcome (applied, rejected,
+    /// stale: already applied; skipped: below a stream's cursor; redelivered: JetStream).
     pub source_items: IntCounterVec,
     /// Failed runs (or stream sessions) of configured sources, by kind.
     pub source_failures: IntCounterVec,
@@ -36,6 +37,9 @@ pub struct Metrics {
     pub source_stale_events: IntCounterVec,
     /// Duration of pollers' runs, by kind.
     pub source_run_seconds: HistogramVec,
+    /// Outbound events by outcome: published (acknowledged by JetStream), failed (a
+    /// publish to retry), dropped (the buffer was full).
+    pub events: IntCounterVec,
     /// Per source, read at scrape time: seconds since its newest change, failures in a
     /// row, and whether it is stale.
     source_lag: GaugeVec,
@@ -114,6 +118,11 @@ impl Metrics {
             "Items configured sources delivered, by kind and outcome",
             &["kind", "outcome"],
         );
+        let events = counters(
+            "outbound_events_total",
+            "Outbound events by outcome (published, failed, dropped)",
+            &["outcome"],
+        );
         let source_failures = counters(
             "source_failures_total",
             "Failed runs or stream sessions of configured sources, by kind",
@@ -182,6 +191,7 @@ impl Metrics {
             Box::new(record_batch.clone()),
             Box::new(source_items.clone()),
             Box::new(source_failures.clone()),
+            Box::new(events.clone()),
             Box::new(source_stale_events.clone()),
             Box::new(source_run_seconds.clone()),
             Box::new(source_lag.clone()),
@@ -206,6 +216,7 @@ impl Metrics {
             record_batch,
             source_items,
             source_failures,
+            events,
             source_stale_events,
             source_run_seconds,
             source_lag,

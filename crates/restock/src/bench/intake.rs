@@ -18,7 +18,7 @@ use crate::storage::catalog::{ProductInput, VariantInput};
 use crate::storage::stores::NewStore;
 use crate::util::Clock;
 
-const VARIANTS: usize = 20_000;
+pub(super) const VARIANTS: usize = 20_000;
 const VARIANTS_PER_PRODUCT: usize = 100;
 const BATCH: usize = 1_000;
 /// One variant in this many has a shopper waiting for it.
@@ -38,12 +38,17 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sku(i: usize) -> String {
+pub(super) fn sku(i: usize) -> String {
     format!("T-{i}")
 }
 
 /// A store with `VARIANTS` variants, sold out, in products of `VARIANTS_PER_PRODUCT`.
 async fn seed_catalog(db: &Db, slug: &str) -> anyhow::Result<StoreId> {
+    Ok(seed_catalog_keyed(db, slug).await?.0)
+}
+
+/// [`seed_catalog`], with the store's API key.
+pub(super) async fn seed_catalog_keyed(db: &Db, slug: &str) -> anyhow::Result<(StoreId, String)> {
     let created = db
         .create_store(
             NewStore {
@@ -90,7 +95,7 @@ async fn seed_catalog(db: &Db, slug: &str) -> anyhow::Result<StoreId> {
         };
         db.upsert_product(store, &product, 1).await?;
     }
-    Ok(store)
+    Ok((store, created.api_key))
 }
 
 /// Batches of `BATCH` updates over every variant, all at quantity `available`.

@@ -394,7 +394,23 @@ async fn record_groups(app: App, mut rx: mpsc::Receiver<(Record, oneshot::Sender
                 owned
             }
         };
-        for (answer, owned) in answers.into_iter().zip(written) {
+        for ((answer, owned), r) in answers.into_iter().zip(written).zip(&records) {
+            if owned && matches!(r.write, Write::Sent { .. }) {
+                app.events.emit(
+                    "notification.sent",
+                    Some(restock_core::ids::StoreId(r.n.store_id)),
+                    serde_json::json!({
+                        "notification_id": r.n.id,
+                        "subscription_id": r.n.subscription_id,
+                        "shopper_id": r.n.shopper_id,
+                        "restock_id": r.n.restock_event_id,
+                        "variant_id": r.n.variant_id,
+                        "purpose": r.n.purpose,
+                        "channel": r.n.channel,
+                        "sent_at": r.at,
+                    }),
+                );
+            }
             let _ = answer.send(owned);
         }
     }

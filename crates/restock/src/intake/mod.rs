@@ -14,6 +14,7 @@ pub mod shopify;
 pub mod shopify_products;
 pub mod signature;
 pub mod source;
+pub mod stream_message;
 pub mod websocket;
 pub mod woocommerce;
 
@@ -115,6 +116,21 @@ pub async fn apply_with(
             .intake_rejects
             .with_label_values(&[source, "unknown_sku"])
             .inc_by(out.unknown_sku.len() as u64);
+    }
+    for r in &out.restocks {
+        app.events.emit(
+            "restock.detected",
+            Some(store),
+            serde_json::json!({
+                "restock_id": r.event_id.0,
+                "variant_id": r.variant_id.0,
+                "sku": r.sku,
+                "market": r.market,
+                "quantity": r.quantity,
+                "source": source,
+                "detected_at": app.now(),
+            }),
+        );
     }
     if !out.restocks.is_empty() {
         app.metrics

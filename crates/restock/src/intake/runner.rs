@@ -112,6 +112,11 @@ impl SourceCtx {
             .source_items
             .with_label_values(&[self.kind.as_str(), "rejected"])
             .inc_by(out.rejection_ids.len() as u64);
+        // Older than what is stored, or a replay of it (a redelivery, a reconnect).
+        app.metrics
+            .source_items
+            .with_label_values(&[self.kind.as_str(), "stale"])
+            .inc_by(out.stale);
         Ok(())
     }
 

@@ -35,5 +35,6 @@ mod stock_and_planning;
 mod stock_batches;
 mod store_isolation;
 mod storefront_api;
+mod streams;
 mod tracking;
 mod woocommerce;
