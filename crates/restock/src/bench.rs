@@ -20,8 +20,8 @@ use crate::util::Clock;
 
 mod email;
 mod intake;
-mod poller;
 mod jetstream;
+mod poller;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {

@@ -9,8 +9,8 @@ use restock_core::ids::StoreId;
 
 use super::{Db, Result};
 
-/// SKU, location, available.
-type LevelRow = (String, String, i64);
+/// SKU, and its location and available quantity when it has a level.
+type LevelRow = (String, Option<String>, Option<i64>);
 
 /// The store's side of one chunk of polled rows.
 #[derive(Debug, Default)]
@@ -32,20 +32,17 @@ impl Db {
         skus: &[&str],
     ) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
-        let (known, levels, parked): (Vec<String>, Vec<LevelRow>, Vec<String>) = match self {
+        // One read for the catalog and its levels (a known SKU with no level comes back
+        // with no location), one for the parked SKUs. On PostgreSQL the SKUs are joined
+        // as an unnested array: `= ANY($2)` lets a cached generic plan compare every
+        // variant of the store with the whole chunk.
+        let (rows, parked): (Vec<LevelRow>, Vec<String>) = match self {
             Db::Sqlite(pool) => {
                 let list = serde_json::to_string(skus).unwrap_or_default();
-                let known = sqlx::query_scalar(
-                        "SELECT sku FROM variants WHERE store_id = $1 AND sku IN (SELECT value FROM json_each($2))",
-                    )
-                    .bind(store.0)
-                    .bind(&list)
-                    .fetch_all(pool)
-                    .await?;
-                let levels = sqlx::query_as(
-                    "SELECT v.sku, l.location, l.available FROM variants v \
-                         JOIN stock_levels l ON l.variant_id = v.id \
-                         WHERE v.store_id = $1 AND v.sku IN (SELECT value FROM json_each($2))",
+                let rows = sqlx::query_as(
+                    "SELECT v.sku, l.location, l.available FROM json_each($2) s \
+                     JOIN variants v ON v.store_id = $1 AND v.sku = s.value \
+                     LEFT JOIN stock_levels l ON l.variant_id = v.id",
                 )
                 .bind(store.0)
                 .bind(&list)
@@ -61,43 +58,38 @@ impl Db {
                     .bind(source)
                     .fetch_all(pool)
                     .await?;
-                (known, levels, parked)
+                (rows, parked)
             }
             Db::Postgres(pool) => {
-                let known = sqlx::query_scalar(
-                    "SELECT sku FROM variants WHERE store_id = $1 AND sku = ANY($2::text[])",
-                )
-                .bind(store.0)
-                .bind(skus)
-                .fetch_all(pool)
-                .await?;
-                let levels = sqlx::query_as(
-                    "SELECT v.sku, l.location, l.available FROM variants v \
-                         JOIN stock_levels l ON l.variant_id = v.id \
-                         WHERE v.store_id = $1 AND v.sku = ANY($2::text[])",
+                let rows = sqlx::query_as(
+                    "SELECT v.sku, l.location, l.available FROM unnest($2::text[]) AS s(sku) \
+                     JOIN variants v ON v.store_id = $1 AND v.sku = s.sku \
+                     LEFT JOIN stock_levels l ON l.variant_id = v.id",
                 )
                 .bind(store.0)
                 .bind(skus)
                 .fetch_all(pool)
                 .await?;
                 let parked = sqlx::query_scalar(
-                        "SELECT DISTINCT rs.sku FROM rejection_skus rs JOIN rejections r ON r.id = rs.rejection_id \
-                         WHERE rs.store_id = $1 AND rs.sku = ANY($2::text[]) \
-                           AND r.source = $3 AND r.reason_code = 'unknown_sku' AND r.replayed_at IS NULL",
+                        "SELECT DISTINCT rs.sku FROM unnest($2::text[]) AS s(sku) \
+                         JOIN rejection_skus rs ON rs.store_id = $1 AND rs.sku = s.sku \
+                         JOIN rejections r ON r.id = rs.rejection_id \
+                         WHERE r.source = $3 AND r.reason_code = 'unknown_sku' AND r.replayed_at IS NULL",
                     )
                     .bind(store.0)
                     .bind(skus)
                     .bind(source)
                     .fetch_all(pool)
                     .await?;
-                (known, levels, parked)
+                (rows, parked)
             }
         };
-        snap.known = known.into_iter().collect();
-        snap.levels = levels
-            .into_iter()
-            .map(|(sku, loc, available)| ((sku, loc), available))
-            .collect();
+        for (sku, location, available) in rows {
+            if let (Some(location), Some(available)) = (location, available) {
+                snap.levels.insert((sku.clone(), location), available);
+            }
+            snap.known.insert(sku);
+        }
         snap.parked = parked.into_iter().collect();
         Ok(snap)
     }
