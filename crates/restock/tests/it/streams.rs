@@ -291,12 +291,15 @@ both_dbs!(
             )
             .await
             .expect("consumer");
-        js.publish(json!({"sku": "S-42", "qty": 7, "seq": 1})).await;
+        // S-43 first: a message refused without delay comes back ahead of those not
+        // yet delivered, so S-43 must have had its first delivery before S-42 is
+        // refused.
         js.publish(json!({"sku": "S-43", "qty": 4, "seq": 1})).await;
+        js.publish(json!({"sku": "S-42", "qty": 7, "seq": 1})).await;
         // S-42's message: delivered and refused twice (max_deliver is 3). S-43's:
         // delivered once and refused, to come back a little later.
         let (mut s42, mut s43) = (0, 0);
-        while s42 < 2 {
+        while s42 < 2 || s43 < 1 {
             let mut batch = consumer
                 .batch()
                 .max_messages(1)
