@@ -853,10 +853,18 @@ async fn serve(db: &common::TestDb, name: &str, http: &reqwest::Client) -> (Serv
     (server, base)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_serve_processes_on_one_postgres_share_a_jetstream_consumer() {
-    const N: usize = 400;
-    let js = Js::new().await;
+/// A store on a fresh PostgreSQL schema and two `restock serve` processes on it,
+/// both bound to one JetStream source's durable consumer (`shared`) and pulling.
+/// Unknown SKUs become placeholders, so every update lands without a catalog.
+async fn two_instances_sharing(
+    js: &Js,
+    settings: &[(&str, Value)],
+) -> (
+    common::TestDb,
+    reqwest::Client,
+    (Serve, String),
+    (Serve, String),
+) {
     let db = common::TestDb::new(Backend::Postgres).await;
     let created = db
         .db
@@ -873,21 +881,22 @@ async fn two_serve_processes_on_one_postgres_share_a_jetstream_consumer() {
         .await
         .expect("store");
     let http = reqwest::Client::new();
-    let (_a, base_a) = serve(&db, "instance-a", &http).await;
-    let (_b, base_b) = serve(&db, "instance-b", &http).await;
-    // Unknown SKUs become placeholders, so every update lands without a catalog.
-    let mut body = jetstream_source(&js, "shared");
+    let a = serve(&db, "instance-a", &http).await;
+    let b = serve(&db, "instance-b", &http).await;
+    let mut body = jetstream_source(js, "shared");
     body["config"]["batch"] = json!(10);
+    for (key, value) in settings {
+        body["config"][*key] = value.clone();
+    }
     body["profile"] = json!({"unknown_sku": "placeholder"});
     let r = http
-        .put(format!("{base_a}/v1/sources/inventory"))
+        .put(format!("{}/v1/sources/inventory", a.1))
         .bearer_auth(&created.api_key)
         .json(&body)
         .send()
         .await
         .expect("put source");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    // Both instances bound to the durable consumer and waiting for messages.
     eventually(30, "both instances pulling", || async {
         let Ok(st) = js.js.get_stream(&js.stream).await else {
             return false;
@@ -898,6 +907,29 @@ async fn two_serve_processes_on_one_postgres_share_a_jetstream_consumer() {
         }
     })
     .await;
+    (db, http, a, b)
+}
+
+/// How many levels the SKUs matching `pattern` have, and their sum.
+async fn levels_of(db: &common::TestDb, pattern: &str) -> (i64, i64) {
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pg");
+    let found = sqlx::query_as(
+        "SELECT count(*), COALESCE(sum(l.available), 0)::bigint FROM stock_levels l \
+         JOIN variants v ON v.id = l.variant_id WHERE v.sku LIKE $1",
+    )
+    .bind(pattern)
+    .fetch_one(&pool)
+    .await
+    .expect("levels");
+    pool.close().await;
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_one_postgres_share_a_jetstream_consumer() {
+    const N: usize = 400;
+    let js = Js::new().await;
+    let (db, http, (_a, base_a), (_b, base_b)) = two_instances_sharing(&js, &[]).await;
     for i in 0..N {
         js.publish(json!({"sku": format!("P-{i}"), "qty": (i % 5 + 1) as i64, "seq": 1}))
             .await;
@@ -924,18 +956,8 @@ async fn two_serve_processes_on_one_postgres_share_a_jetstream_consumer() {
         a > 0 && b > 0,
         "both instances did some of the work: a {a}, b {b}"
     );
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("pg");
-    let (levels, sum): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), COALESCE(sum(l.available), 0)::bigint FROM stock_levels l \
-         JOIN variants v ON v.id = l.variant_id WHERE v.sku LIKE 'P-%'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("levels");
-    assert_eq!(levels, N as i64);
     let want: i64 = (0..N).map(|i| (i % 5 + 1) as i64).sum();
-    assert_eq!(sum, want);
-    pool.close().await;
+    assert_eq!(levels_of(&db, "P-%").await, (N as i64, want));
     drop(_a);
     drop(_b);
     db.cleanup().await;
@@ -955,46 +977,8 @@ fn signal(server: &Serve, sig: &str) {
 async fn messages_held_by_a_frozen_instance_are_redelivered_to_the_other_and_applied_once() {
     const N: usize = 200;
     let js = Js::new().await;
-    let db = common::TestDb::new(Backend::Postgres).await;
-    let created = db
-        .db
-        .create_store(
-            restock::storage::stores::NewStore {
-                name: "Two",
-                slug: "two",
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
-        .await
-        .expect("store");
-    let http = reqwest::Client::new();
-    let (a, base_a) = serve(&db, "instance-a", &http).await;
-    let (b, base_b) = serve(&db, "instance-b", &http).await;
-    let mut body = jetstream_source(&js, "shared");
-    body["config"]["batch"] = json!(10);
-    body["config"]["ack_wait_secs"] = json!(2);
-    body["profile"] = json!({"unknown_sku": "placeholder"});
-    let r = http
-        .put(format!("{base_b}/v1/sources/inventory"))
-        .bearer_auth(&created.api_key)
-        .json(&body)
-        .send()
-        .await
-        .expect("put source");
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    eventually(30, "both instances pulling", || async {
-        let Ok(st) = js.js.get_stream(&js.stream).await else {
-            return false;
-        };
-        match st.get_consumer::<pull::Config>("shared").await {
-            Ok(mut c) => c.info().await.is_ok_and(|i| i.num_waiting >= 2),
-            Err(_) => false,
-        }
-    })
-    .await;
+    let (db, http, (a, base_a), (b, base_b)) =
+        two_instances_sharing(&js, &[("ack_wait_secs", json!(2))]).await;
     // A freezes with its pull requests open: what the server hands it sits
     // unacknowledged until ack_wait lapses, then goes to B.
     signal(&a, "-STOP");
@@ -1026,17 +1010,8 @@ async fn messages_held_by_a_frozen_instance_are_redelivered_to_the_other_and_app
     .await;
     let (got_a, got_b) = (applied(base_a.clone()).await, applied(base_b.clone()).await);
     assert_eq!(got_a + got_b, N, "each applied once: a {got_a}, b {got_b}");
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("pg");
-    let (levels, sum): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), COALESCE(sum(l.available), 0)::bigint FROM stock_levels l \
-         JOIN variants v ON v.id = l.variant_id WHERE v.sku LIKE 'F-%'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("levels");
-    assert_eq!(levels, N as i64);
-    assert_eq!(sum, (0..N).map(|i| (i % 3 + 1) as i64).sum::<i64>());
-    pool.close().await;
+    let want: i64 = (0..N).map(|i| (i % 3 + 1) as i64).sum();
+    assert_eq!(levels_of(&db, "F-%").await, (N as i64, want));
     drop(a);
     drop(b);
     db.cleanup().await;
