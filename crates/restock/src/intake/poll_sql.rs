@@ -258,10 +258,7 @@ async fn run_postgres(
     let opts = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?
         .application_name("restock-poller")
         .statement_cache_capacity(0);
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting to the database timed out"))?
-        .map_err(|e| anyhow::Error::new(e).context("cannot connect to the database"))?;
+    let mut conn = connect(opts).await?;
     let mut tx = conn
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
@@ -277,6 +274,17 @@ async fn run_postgres(
     Ok(())
 }
 
+/// Opens one connection to the merchant's database, within [`CONNECT_TIMEOUT`].
+async fn connect<O: ConnectOptions>(opts: O) -> anyhow::Result<O::Connection>
+where
+    O::Connection: Sized,
+{
+    tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to the database timed out"))?
+        .map_err(|e| anyhow::Error::new(e).context("cannot connect to the database"))
+}
+
 async fn run_mysql(
     cfg: &SqlConfig,
     rec: &mut Reconciler<'_>,
@@ -284,10 +292,7 @@ async fn run_mysql(
 ) -> anyhow::Result<()> {
     let opts = sqlx::mysql::MySqlConnectOptions::from_str(&mysql_url(&cfg.url))?
         .statement_cache_capacity(0);
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting to the database timed out"))?
-        .map_err(|e| anyhow::Error::new(e).context("cannot connect to the database"))?;
+    let mut conn = connect(opts).await?;
     // MariaDB bounds any statement in seconds; MySQL bounds SELECTs in milliseconds.
     let mariadb = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET SESSION max_statement_time = {}",
@@ -325,10 +330,7 @@ async fn run_sqlite(
         .create_if_missing(false)
         .busy_timeout(Duration::from_secs(cfg.statement_timeout_secs))
         .statement_cache_capacity(0);
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
-        .await
-        .map_err(|_| anyhow::anyhow!("opening the database timed out"))?
-        .map_err(|e| anyhow::Error::new(e).context("cannot open the database"))?;
+    let mut conn = connect(opts).await?;
     let mut tx = conn.begin().await?;
     stream_rows!(tx, cfg, rec, polled_at, sqlite_cell);
     tx.rollback().await?;
