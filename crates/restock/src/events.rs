@@ -1,6 +1,7 @@
 //! Outbound events: what Restock tells the merchant's other systems (and further
 //! Restock instances) about — `restock.detected`, `notification.sent`,
-//! `source.stale`, … Each is logged; when a publisher is connected (JetStream, see
+//! `source.stale`, … Each is logged at debug level (`source.stale` is also a warning
+//! where it is raised); when a publisher is connected (JetStream, see
 //! [`start_jetstream`]), it is handed to it too.
 //!
 //! Publishing never slows or fails the main path: events wait in a bounded buffer,
@@ -60,7 +61,8 @@ impl Events {
             at: chrono::Utc::now().timestamp_millis(),
             data,
         };
-        tracing::info!(target: "restock::events", event = %e.event, store = ?e.store_id, data = %e.data, "event");
+        // One a restock and one a send: at debug, or a large restock floods the log.
+        tracing::debug!(target: "restock::events", event = %e.event, store = ?e.store_id, data = %e.data, "event");
         if let Some(tx) = self.publisher.get()
             && let Err(err) = tx.try_send(e)
         {
