@@ -49,6 +49,26 @@ async fn csv_rejections(t: &TestApp, store: &StoreKeys) -> Vec<Value> {
     r["items"].as_array().expect("items").clone()
 }
 
+/// Replays the store's csv dead letter with reason `code` by hand; the answer.
+async fn replay_csv_rejection(t: &TestApp, store: &StoreKeys, code: &str) -> Value {
+    let dead = csv_rejections(t, store).await;
+    let id = dead
+        .iter()
+        .find(|d| d["reason_code"] == code)
+        .expect("kept")["id"]
+        .as_i64()
+        .expect("id");
+    let (status, out) = t
+        .post(
+            &format!("/v1/rejections/{id}/replay"),
+            &store.api_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    out
+}
+
 async fn available(t: &TestApp, store: &StoreKeys, sku: &str) -> Option<i64> {
     let (status, v) = t.get(&format!("/v1/variants/{sku}"), &store.api_key).await;
     (status == 200).then(|| v["available"].as_i64().expect("available"))
@@ -242,21 +262,7 @@ both_dbs!(
         assert_eq!(status, 200, "{body}");
         assert_eq!(available(&t, &s, "RJ-1").await, Some(0));
         // By hand, it applies.
-        let dead = csv_rejections(&t, &s).await;
-        let id = dead
-            .iter()
-            .find(|d| d["reason_code"] == "unknown_sku")
-            .expect("kept")["id"]
-            .as_i64()
-            .expect("id");
-        let (status, out) = t
-            .post(
-                &format!("/v1/rejections/{id}/replay"),
-                &s.api_key,
-                &json!({}),
-            )
-            .await;
-        assert_eq!(status, 200, "{out}");
+        let out = replay_csv_rejection(&t, &s, "unknown_sku").await;
         assert_eq!(out["result"], "applied", "{out}");
         assert_eq!(available(&t, &s, "RJ-1").await, Some(2));
         t.stop().await;
@@ -387,21 +393,7 @@ both_dbs!(
         product["variants"] = json!([{"sku": "NOPE-1"}]);
         let (status, body) = t.put("/v1/products/nope", &s.api_key, &product).await;
         assert_eq!(status, 200, "{body}");
-        let dead = csv_rejections(&t, &s).await;
-        let id = dead
-            .iter()
-            .find(|d| d["reason_code"] == "unknown_sku")
-            .expect("kept")["id"]
-            .as_i64()
-            .expect("id");
-        let (status, out) = t
-            .post(
-                &format!("/v1/rejections/{id}/replay"),
-                &s.api_key,
-                &json!({}),
-            )
-            .await;
-        assert_eq!(status, 200, "{out}");
+        let out = replay_csv_rejection(&t, &s, "unknown_sku").await;
         assert_eq!(out["result"], "applied", "{out}");
         assert_eq!(waiting().await, before + 3);
         t.stop().await;
