@@ -366,6 +366,33 @@ async fn metrics_scrape(args: &BenchArgs) -> anyhow::Result<()> {
     b.drop_schema().await
 }
 
+/// The real server (`crate::run`) on a loopback port, for the benchmarks that go
+/// through HTTP and the workers.
+struct BenchServer {
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchServer {
+    async fn start(app: &crate::App) -> anyhow::Result<BenchServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(crate::run(app.clone(), listener, shutdown.clone()));
+        Ok(BenchServer {
+            addr,
+            shutdown,
+            handle,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await?
+    }
+}
+
 async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
     let b = fresh_db(&args.db).await?;
     let (store, product, variant) = seed_store(&b.db, "latency").await?;
@@ -378,10 +405,8 @@ async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
         EmailChannel::Memory(memory.clone()),
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::run(app.clone(), listener, shutdown.clone()));
+    let server = BenchServer::start(&app).await?;
+    let addr = server.addr;
     let key = b.db.create_api_key(store, 0).await?;
     let http = reqwest::Client::new();
     let mut samples = Vec::new();
@@ -415,8 +440,7 @@ async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
         let sent = memory.sent_at(before as usize).await.context("send time")?;
         samples.push(sent.duration_since(start));
     }
-    shutdown.cancel();
-    server.await??;
+    server.stop().await?;
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];

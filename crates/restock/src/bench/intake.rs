@@ -8,9 +8,8 @@ use anyhow::Context;
 use restock_core::ids::StoreId;
 use restock_core::stock::StockUpdate;
 use restock_core::values::{Currency, HttpUrl, Sku};
-use tokio_util::sync::CancellationToken;
 
-use super::{BenchArgs, fresh_db, stock};
+use super::{BenchArgs, BenchServer, fresh_db, stock};
 use crate::channels::{EmailChannel, MemoryOutbox};
 use crate::config::Config;
 use crate::storage::Db;
@@ -185,10 +184,8 @@ async fn signups(args: &BenchArgs) -> anyhow::Result<()> {
         EmailChannel::Memory(MemoryOutbox::default()),
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::run(app.clone(), listener, shutdown.clone()));
+    let server = BenchServer::start(&app).await?;
+    let addr = server.addr;
     let url = format!("http://{addr}/storefront/v1/{publishable}/subscriptions");
     let http = reqwest::Client::new();
 
@@ -221,8 +218,7 @@ async fn signups(args: &BenchArgs) -> anyhow::Result<()> {
         times.extend(r??);
     }
     let secs = started.elapsed().as_secs_f64();
-    shutdown.cancel();
-    server.await??;
+    server.stop().await?;
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];

@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
-use super::BenchArgs;
-use super::fresh_db;
 use super::intake::{VARIANTS, seed_catalog_keyed, sku};
+use super::{BenchArgs, BenchServer, fresh_db};
 use crate::channels::{EmailChannel, MemoryOutbox};
 use crate::config::Config;
 use crate::util::Clock;
@@ -117,10 +115,8 @@ async fn measure(
         EmailChannel::Memory(MemoryOutbox::default()),
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::run(app.clone(), listener, shutdown.clone()));
+    let server = BenchServer::start(&app).await?;
+    let addr = server.addr;
     let start = Instant::now();
     let resp = reqwest::Client::new()
         .put(format!("http://{addr}/v1/sources/bench"))
@@ -171,7 +167,6 @@ async fn measure(
         n as f64 / secs,
         args.jetstream_batch
     );
-    shutdown.cancel();
-    server.await??;
+    server.stop().await?;
     b.drop_schema().await
 }
