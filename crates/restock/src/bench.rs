@@ -408,7 +408,7 @@ async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
     let server = BenchServer::start(&app).await?;
     let addr = server.addr;
     let key = b.db.create_api_key(store, 0).await?;
-    let http = reqwest::Client::new();
+    let http = crate::tls::http_client_builder().build()?;
     let mut samples = Vec::new();
     let mut at = chrono::Utc::now().timestamp_millis();
     for i in 0..args.latency_samples {

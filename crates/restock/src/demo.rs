@@ -31,7 +31,7 @@ pub async fn run() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(crate::run(app, listener, shutdown.clone()));
     let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
+    let http = crate::tls::http_client_builder().build()?;
     let result = story(&http, &base, &admin_token, started).await;
     shutdown.cancel();
     server.await??;

@@ -28,6 +28,7 @@ pub mod planning;
 pub mod render;
 pub mod secrets;
 pub mod storage;
+pub mod tls;
 pub mod util;
 
 use std::sync::Arc;

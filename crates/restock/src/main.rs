@@ -154,6 +154,7 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    restock::tls::install_crypto_provider();
     init_tracing();
     match cli.command {
         Command::Serve => {

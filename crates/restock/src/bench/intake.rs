@@ -187,7 +187,7 @@ async fn signups(args: &BenchArgs) -> anyhow::Result<()> {
     let server = BenchServer::start(&app).await?;
     let addr = server.addr;
     let url = format!("http://{addr}/storefront/v1/{publishable}/subscriptions");
-    let http = reqwest::Client::new();
+    let http = crate::tls::http_client_builder().build()?;
 
     let started = Instant::now();
     let clients = (0..CLIENTS).map(|c| {

@@ -118,7 +118,8 @@ async fn measure(
     let server = BenchServer::start(&app).await?;
     let addr = server.addr;
     let start = Instant::now();
-    let resp = reqwest::Client::new()
+    let resp = crate::tls::http_client_builder()
+        .build()?
         .put(format!("http://{addr}/v1/sources/bench"))
         .bearer_auth(&api_key)
         .json(&serde_json::json!({

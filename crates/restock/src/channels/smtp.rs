@@ -376,23 +376,7 @@ pub fn implicit_tls(
     tokio_rustls::TlsConnector,
     rustls_pki_types::ServerName<'static>,
 )> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = extra_ca_pem {
-        let mut any = false;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
-            roots.add(cert?)?;
-            any = true;
-        }
-        anyhow::ensure!(any, "no certificate in the PEM file");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = crate::tls::client_config(extra_ca_pem)?;
     let server_name = rustls_pki_types::ServerName::try_from(host.to_string())?;
     Ok((
         tokio_rustls::TlsConnector::from(Arc::new(config)),

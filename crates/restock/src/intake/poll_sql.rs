@@ -19,6 +19,13 @@
 //!   "statement_timeout_secs": 120}`.
 //! The driver follows the URL's scheme (`postgres`, `mysql`/`mariadb`, `sqlite`);
 //! `driver` may name it too, and must then agree.
+//!
+//! TLS follows the URL as the database's own clients read it: PostgreSQL's
+//! `sslmode` (`prefer` unless set: TLS when the server offers it; `require`,
+//! `verify-ca`, `verify-full`), MySQL's `ssl-mode` (`PREFERRED` unless set;
+//! `REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`). A server whose certificate comes
+//! from a private CA names that CA in `ca_pem` (PEM text), so no file on Restock's
+//! host is needed.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -53,6 +60,9 @@ pub struct SqlConfig {
     pub columns: Mapping,
     #[serde(default = "default_timeout")]
     pub statement_timeout_secs: u64,
+    /// A private CA (PEM) the database server's certificate is checked against.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -92,6 +102,14 @@ impl SqlConfig {
             return Err("statement_timeout_secs must be 1 to 3600".into());
         }
         c.columns.check()?;
+        if let Some(pem) = &c.ca_pem {
+            if driver == Driver::Sqlite {
+                return Err(
+                    "ca_pem is for PostgreSQL and MySQL/MariaDB; a SQLite file has no TLS".into(),
+                );
+            }
+            crate::tls::parse_ca_pem(pem.as_bytes()).map_err(|e| format!("ca_pem: {e}"))?;
+        }
         match driver {
             Driver::Postgres => sqlx::postgres::PgConnectOptions::from_str(&c.url)
                 .map(|_| ())
@@ -255,9 +273,12 @@ async fn run_postgres(
     rec: &mut Reconciler<'_>,
     polled_at: i64,
 ) -> anyhow::Result<()> {
-    let opts = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?
+    let mut opts = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?
         .application_name("restock-poller")
         .statement_cache_capacity(0);
+    if let Some(pem) = &cfg.ca_pem {
+        opts = opts.ssl_root_cert_from_pem(pem.clone().into_bytes());
+    }
     let mut conn = connect(opts).await?;
     let mut tx = conn
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -290,8 +311,11 @@ async fn run_mysql(
     rec: &mut Reconciler<'_>,
     polled_at: i64,
 ) -> anyhow::Result<()> {
-    let opts = sqlx::mysql::MySqlConnectOptions::from_str(&mysql_url(&cfg.url))?
+    let mut opts = sqlx::mysql::MySqlConnectOptions::from_str(&mysql_url(&cfg.url))?
         .statement_cache_capacity(0);
+    if let Some(pem) = &cfg.ca_pem {
+        opts = opts.ssl_ca_from_pem(pem.clone().into_bytes());
+    }
     let mut conn = connect(opts).await?;
     // MariaDB bounds any statement in seconds; MySQL bounds SELECTs in milliseconds.
     let mariadb = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -93,7 +93,9 @@ impl Setup {
             config,
             outbox,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: restock::tls::http_client_builder()
+                .build()
+                .expect("HTTP client"),
         }
     }
 

@@ -197,7 +197,9 @@ async fn postgres_restarting_mid_delivery_loses_and_duplicates_nothing() {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(restock::run(app.clone(), listener, shutdown.clone()));
     let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
+    let http = restock::tls::http_client_builder()
+        .build()
+        .expect("HTTP client");
 
     let created: Value = http
         .post(format!("{base}/admin/stores"))

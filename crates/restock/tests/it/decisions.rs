@@ -844,7 +844,7 @@ both_dbs!(
             .expect("link")
             .trim()
             .to_string();
-        let no_redirect = reqwest::Client::builder()
+        let no_redirect = restock::tls::http_client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");

@@ -55,7 +55,7 @@ async fn notifications(t: &TestApp, store: &StoreKeys, state: &str) -> Vec<Value
 }
 
 fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
+    restock::tls::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")

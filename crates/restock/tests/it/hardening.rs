@@ -648,7 +648,7 @@ both_dbs!(
             link.starts_with("http://") && link.contains("/t/c/"),
             "{link}"
         );
-        let no_redirects = reqwest::Client::builder()
+        let no_redirects = restock::tls::http_client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");

@@ -39,7 +39,7 @@ async fn logs_mask_addresses_and_tokens() {
         .spawn()
         .expect("start restock");
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder()
+    let http = restock::tls::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");

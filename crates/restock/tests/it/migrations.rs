@@ -176,3 +176,23 @@ both_dbs!(
         t.cleanup().await;
     }
 );
+
+/// Restock's own PostgreSQL storage honours `sslmode` in its URL (managed services
+/// refuse plain connections): with `require` every pooled connection is encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_storage_connects_over_tls_when_the_url_requires_it() {
+    let url = common::pg_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = Db::connect_url(&format!("{url}{sep}sslmode=require"), 2)
+        .await
+        .expect("connects over TLS");
+    let Db::Postgres(pool) = &db else {
+        panic!("a PostgreSQL URL gives a PostgreSQL pool")
+    };
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .expect("pg_stat_ssl");
+    assert!(ssl, "the storage connection is encrypted");
+    db.close().await;
+}

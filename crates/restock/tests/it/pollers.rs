@@ -641,7 +641,9 @@ async fn start_serve(db: &common::TestDb, name: &str) -> (Serve, String) {
             .expect("start restock serve"),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = restock::tls::http_client_builder()
+        .build()
+        .expect("HTTP client");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = http.get(format!("{base}/healthz")).send().await
@@ -701,7 +703,9 @@ async fn two_instances_share_the_poller_and_take_over_when_one_dies() {
     let (a, a_url) = start_serve(&db, "inst-a").await;
     let (b, b_url) = start_serve(&db, "inst-b").await;
     let mut servers = vec![(a, a_url.clone(), "inst-a"), (b, b_url, "inst-b")];
-    let http = reqwest::Client::new();
+    let http = restock::tls::http_client_builder()
+        .build()
+        .expect("HTTP client");
     let variants: Vec<Value> = (1..=2)
         .map(|i| json!({"sku": format!("P-{i}"), "title": format!("Size {i}")}))
         .collect();
@@ -1101,3 +1105,175 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+both_dbs!(
+    https_poller_trusts_the_public_roots_and_a_named_private_ca,
+    |backend: Backend| async move {
+        // Python's ssl (OpenSSL) on the other side, with a certificate from a test CA.
+        let server = common::tls_smtp::PythonServer::start("https_json_server.py", &[], "python3");
+        std::fs::write(
+            server.dir.path().join("stock.json"),
+            json!({"items": [{"sku": "P-1", "qty": 7}]}).to_string(),
+        )
+        .expect("write feed");
+        let ca = std::fs::read_to_string(server.ca_file()).expect("test CA");
+        let t = spawn_manual(backend).await;
+        let s = t.create_store("alpha").await;
+        seed_products(&t, &s).await;
+        let config = |ca_pem: Option<&str>| {
+            let mut c = json!({"kind": "http", "config": {
+                "url": format!("https://127.0.0.1:{}/stock.json", server.port),
+                "headers": {"Authorization": "Bearer feed-token"},
+                "items_pointer": "/items",
+                "fields": {"sku": "sku", "available": "qty"},
+                "timeout_secs": 5
+            }});
+            if let Some(pem) = ca_pem {
+                c["config"]["ca_pem"] = json!(pem);
+            }
+            c
+        };
+
+        // The test CA is not a public root: the certificate is refused, nothing applied.
+        let (status, r) = t.put("/v1/sources/feed", &s.api_key, &config(None)).await;
+        assert_eq!(status, 200, "{r}");
+        let err = poll(&t, &s, "feed")
+            .await
+            .expect_err("untrusted certificate");
+        let why = format!("{err:#}");
+        assert!(why.contains("certificate"), "{why}");
+        assert_eq!(level(&t, &s, "P-1").await, None);
+
+        // Named as the source's CA: read over TLS and applied.
+        let (status, r) = t
+            .put("/v1/sources/feed", &s.api_key, &config(Some(&ca)))
+            .await;
+        assert_eq!(status, 200, "{r}");
+        let out = poll(&t, &s, "feed").await.expect("read over TLS");
+        assert_eq!(out.delivered.applied, 1, "{out:?}");
+        assert_eq!(level(&t, &s, "P-1").await, Some(7));
+
+        // The name must match the certificate: the leaf is for 127.0.0.1 and
+        // localhost, not for 127.0.0.2 (which also reaches the server).
+        let mut other_name = config(Some(&ca));
+        other_name["config"]["url"] =
+            json!(format!("https://127.0.0.2:{}/stock.json", server.port));
+        let (status, r) = t.put("/v1/sources/feed", &s.api_key, &other_name).await;
+        assert_eq!(status, 200, "{r}");
+        let err = poll(&t, &s, "feed").await.expect_err("name mismatch");
+        assert!(format!("{err:#}").contains("certificate"), "{err:#}");
+
+        // A CA that is not a PEM certificate is refused when saved, with the reason.
+        let (status, r) = t
+            .put(
+                "/v1/sources/feed",
+                &s.api_key,
+                &config(Some("not a certificate")),
+            )
+            .await;
+        assert_eq!(status, 422, "{r}");
+        assert!(r["code"].is_string(), "{r}");
+        assert!(
+            r["message"].as_str().unwrap_or_default().contains("ca_pem"),
+            "{r}"
+        );
+        t.stop().await;
+    }
+);
+
+both_dbs!(
+    sql_poller_reads_the_merchant_postgres_over_tls_and_checks_its_certificate,
+    |backend: Backend| async move {
+        let t = spawn_manual(backend).await;
+        let s = t.create_store("alpha").await;
+        seed_products(&t, &s).await;
+        // The quantity says whether the poller's own connection is encrypted.
+        let query = "SELECT 'P-1' AS sku, CASE WHEN ssl THEN 6 ELSE 0 END AS qty \
+                     FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        put_sql_source(
+            &t,
+            &s,
+            "erp",
+            &with_params(&common::pg_url(), "sslmode=require"),
+            query,
+            "qty",
+        )
+        .await;
+        let out = poll(&t, &s, "erp").await.expect("read over TLS");
+        assert_eq!(out.delivered.applied, 1, "{out:?}");
+        assert_eq!(
+            level(&t, &s, "P-1").await,
+            Some(6),
+            "the connection used TLS"
+        );
+
+        // verify-full checks the server's certificate against the trusted roots: the
+        // test server's self-signed certificate is not among them.
+        put_sql_source(
+            &t,
+            &s,
+            "erp",
+            &with_params(&common::pg_url(), "sslmode=verify-full"),
+            query,
+            "qty",
+        )
+        .await;
+        let err = poll(&t, &s, "erp").await.expect_err("unverified server");
+        assert!(format!("{err:#}").contains("certificate"), "{err:#}");
+
+        // A CA for a SQLite file is a settings error.
+        let (status, r) = t
+            .put(
+                "/v1/sources/erp",
+                &s.api_key,
+                &json!({"kind": "sql", "config": {
+                    "url": "sqlite:///tmp/x.db", "query": "SELECT 1",
+                    "columns": {"sku": "sku", "available": "qty"},
+                    "ca_pem": "-----BEGIN CERTIFICATE-----"
+                }}),
+            )
+            .await;
+        assert_eq!(status, 422, "{r}");
+        t.stop().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_poller_never_falls_back_to_plain_text_when_tls_is_required() {
+    // This MariaDB offers no TLS: a source that requires it fails the run.
+    let t = spawn_manual(Backend::Sqlite).await;
+    let s = t.create_store("alpha").await;
+    seed_products(&t, &s).await;
+    put_sql_source(
+        &t,
+        &s,
+        "erp",
+        &with_params(MARIADB_URL, "ssl-mode=REQUIRED"),
+        "SELECT 'P-1' AS sku, 3 AS qty",
+        "qty",
+    )
+    .await;
+    let err = poll(&t, &s, "erp").await.expect_err("TLS required");
+    assert!(format!("{err:#}").to_lowercase().contains("tls"), "{err:#}");
+    assert_eq!(level(&t, &s, "P-1").await, None);
+    // The same source preferring TLS reads in plain text from this server.
+    put_sql_source(
+        &t,
+        &s,
+        "erp",
+        &with_params(MARIADB_URL, "ssl-mode=PREFERRED"),
+        "SELECT 'P-1' AS sku, 3 AS qty",
+        "qty",
+    )
+    .await;
+    poll(&t, &s, "erp")
+        .await
+        .expect("plain text when only preferred");
+    assert_eq!(level(&t, &s, "P-1").await, Some(3));
+    t.stop().await;
+}

@@ -880,7 +880,9 @@ async fn two_instances_sharing(
         )
         .await
         .expect("store");
-    let http = reqwest::Client::new();
+    let http = restock::tls::http_client_builder()
+        .build()
+        .expect("HTTP client");
     let a = serve(&db, "instance-a", &http).await;
     let b = serve(&db, "instance-b", &http).await;
     let mut body = jetstream_source(js, "shared");

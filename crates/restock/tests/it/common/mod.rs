@@ -196,7 +196,9 @@ impl TestApp {
         TestApp {
             app,
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: restock::tls::http_client_builder()
+                .build()
+                .expect("HTTP client"),
             db,
             outbox_dir,
             shutdown,
