@@ -62,6 +62,7 @@ pub struct IntakeConfig {
     pub breaker_failures: u32,
     pub breaker_open_secs: i64,
     pub stale_after_secs: i64,
+    pub log_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +70,7 @@ pub struct IntakeConfig {
 pub struct RetentionConfig {
     pub interval_secs: u64,
     pub batch_size: i64,
+    pub intake_log_hours: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +266,14 @@ impl Config {
         }
         if self.database.acquire_timeout_ms == 0 {
             anyhow::bail!("invalid configuration: database.acquire_timeout_ms must be at least 1");
+        }
+        if !(1..=8760).contains(&self.retention.intake_log_hours) {
+            anyhow::bail!("invalid configuration: retention.intake_log_hours must be 1 to 8760");
+        }
+        if self.intake.log_max_bytes > 64 * 1024 * 1024 {
+            anyhow::bail!(
+                "invalid configuration: intake.log_max_bytes must be at most 67108864 (64 MiB)"
+            );
         }
         if self.retention.batch_size < 1 {
             anyhow::bail!("invalid configuration: retention.batch_size must be at least 1");

@@ -76,4 +76,10 @@ pub async fn purge_if_due(app: &App, now: i64) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "purging expired history"),
     }
+    let cutoff = now - r.intake_log_hours * 3_600_000;
+    match app.db.purge_intake_log(cutoff, r.batch_size).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(intake_log = n, "purged expired intake log entries"),
+        Err(e) => tracing::warn!(error = %e, "purging the intake log"),
+    }
 }

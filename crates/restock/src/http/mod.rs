@@ -158,6 +158,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
             sources::put_source,
             sources::delete_source
         ))
+        .routes(routes!(sources::source_log))
         .routes(routes!(tracking::click))
         .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
         .routes(routes!(tracking::cancel_page, tracking::cancel))

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Merchant;
-use super::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, ErrorCode};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, ErrorCode};
 use crate::app::App;
 use crate::config::IntakeConfig;
 use crate::intake::runner::stale_after_ms;
@@ -291,4 +291,53 @@ pub async fn delete_source(
     } else {
         Err(ApiError::not_found("source"))
     }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Only entries older than this id (the `next` of the previous page).
+    #[param(minimum = 1)]
+    pub before: Option<i64>,
+    /// At most this many entries (1-500, default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntakeLogPage {
+    pub items: Vec<crate::storage::intake_log::IntakeLogRow>,
+    /// Cursor for the next page, absent on the last: pass it as `before`.
+    pub next: Option<i64>,
+}
+
+/// What a source delivered, newest first: each delivery as it arrived (the body of
+/// a webhook or API call, a stream's messages, an import's lines, the records a
+/// poller found changed), its cursor and what became of it. Kept for
+/// `retention.intake_log_hours` (72 by default).
+#[utoipa::path(get, path = "/v1/sources/{name}/log", tag = "intake", security(("api_key" = [])),
+    params(("name" = String, Path, description = "The source's name (a built-in source's is its kind)", pattern = "^[A-Za-z0-9._-]{1,64}$"), LogQuery),
+    responses((status = 200, body = IntakeLogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn source_log(
+    State(app): State<App>,
+    Merchant(store): Merchant,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<Json<IntakeLogPage>> {
+    check_name(&name)?;
+    let limit = super::catalog::check_limit(q.limit)?;
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "before must be at least 1",
+        ));
+    }
+    let items = app.db.intake_log(store, &name, q.before, limit).await?;
+    if items.is_empty() && q.before.is_none() && app.db.source(store, &name).await?.is_none() {
+        return Err(ApiError::not_found("source"));
+    }
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(IntakeLogPage { items, next }))
 }

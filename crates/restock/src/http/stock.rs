@@ -70,6 +70,12 @@ pub async fn post_stock(
     let (updates, rejected) = parse_batch(store, &batch.items, app.now());
     let parse_rejections: Vec<_> = rejected.iter().map(|(_, r)| r.clone()).collect();
     let out = intake::apply(&app, store, "api", &updates, &parse_rejections).await?;
+    let received = intake::Received {
+        format: "json",
+        payload: serde_json::json!({ "items": &batch.items }).to_string(),
+        cursor: None,
+    };
+    intake::log_delivery(&app, store, "api", &received, intake::stock_outcome(&out)).await;
     // Rejection ids come back in insertion order: unknown SKUs first, then parse failures.
     let (unknown_ids, parse_ids) = out.rejection_ids.split_at(out.unknown_sku.len());
     // Map parsed-update positions back to batch positions.

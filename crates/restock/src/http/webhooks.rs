@@ -75,6 +75,7 @@ struct Platform {
     secret: WebhookSecret,
     signature_header: &'static str,
     delivery_header: &'static str,
+    topic_header: &'static str,
 }
 
 const SHOPIFY: Platform = Platform {
@@ -83,6 +84,7 @@ const SHOPIFY: Platform = Platform {
     secret: WebhookSecret::Shopify,
     signature_header: "x-shopify-hmac-sha256",
     delivery_header: "x-shopify-webhook-id",
+    topic_header: "x-shopify-topic",
 };
 
 const WOOCOMMERCE: Platform = Platform {
@@ -91,6 +93,7 @@ const WOOCOMMERCE: Platform = Platform {
     secret: WebhookSecret::WooCommerce,
     signature_header: "x-wc-webhook-signature",
     delivery_header: "x-wc-webhook-delivery-id",
+    topic_header: "x-wc-webhook-topic",
 };
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -143,13 +146,14 @@ fn authenticate(
 }
 
 /// Runs `apply` unless this delivery id was handled before, and logs the id with
-/// what it did. Platforms deliver at least once and retry anything but a 2xx: a
+/// what it did; the delivery itself (body, id, topic, answer) goes to the intake log. Platforms deliver at least once and retry anything but a 2xx: a
 /// delivery id seen before is answered as done, whatever it did the first time.
 async fn once_per_delivery(
     app: &App,
     platform: &Platform,
     store: StoreId,
     headers: &HeaderMap,
+    body: &[u8],
     apply: impl Future<Output = ApiResult<Json<WebhookResult>>>,
 ) -> ApiResult<Json<WebhookResult>> {
     let delivery = header(headers, platform.delivery_header)
@@ -161,11 +165,26 @@ async fn once_per_delivery(
         return Ok(Json(WebhookResult::new("duplicate", None)));
     }
     let outcome = apply.await;
+    let result = match &outcome {
+        Ok(Json(r)) => r.result.clone(),
+        Err(e) => e.code.to_string(),
+    };
+    let received = intake::Received {
+        format: "json",
+        payload: String::from_utf8_lossy(body).into_owned(),
+        cursor: delivery.map(str::to_string),
+    };
+    let topic =
+        header(headers, platform.topic_header).map(|t| t.chars().take(64).collect::<String>());
+    intake::log_delivery(
+        app,
+        store,
+        platform.source,
+        &received,
+        serde_json::json!({ "result": &result, "topic": topic }),
+    )
+    .await;
     if let Some(id) = delivery {
-        let result = match &outcome {
-            Ok(Json(r)) => r.result.clone(),
-            Err(e) => e.code.to_string(),
-        };
         // A database error here is answered as such: the platform retries, and a
         // retry of an applied update is stale, so nothing is applied twice.
         app.db
@@ -202,7 +221,7 @@ pub async fn shopify_inventory(
     let store = store_for(&app, &slug).await?;
     authenticate(&app, &SHOPIFY, &store, &headers, &body)?;
     let store_id = store.store_id();
-    once_per_delivery(&app, &SHOPIFY, store_id, &headers, async {
+    once_per_delivery(&app, &SHOPIFY, store_id, &headers, &body, async {
         let topic = header(&headers, "x-shopify-topic");
         if let Some(products) = topic.and_then(shopify_products::Topic::from_header) {
             // Product links are built on the shop's domain; keep it for replays.
@@ -268,7 +287,7 @@ pub async fn woocommerce(
     }
     authenticate(&app, &WOOCOMMERCE, &store, &headers, &body)?;
     let store_id = store.store_id();
-    once_per_delivery(&app, &WOOCOMMERCE, store_id, &headers, async {
+    once_per_delivery(&app, &WOOCOMMERCE, store_id, &headers, &body, async {
         match topic {
             Some("product.created" | "product.updated") => {
                 apply_woocommerce_product(&app, store_id, &body).await

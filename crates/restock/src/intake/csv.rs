@@ -461,6 +461,24 @@ impl Import {
             return Ok(());
         }
         let lines = std::mem::take(&mut self.pending);
+        // Stock and catalog lines are a source's delivery: logged as they came.
+        let logged = (self.kind != ImportKind::Signups).then(|| {
+            let first = lines.first().map_or(0, |l| l.number);
+            let last = lines.last().map_or(0, |l| l.number);
+            let raw: Vec<&str> = lines.iter().map(|l| l.raw.as_str()).collect();
+            (
+                super::Received {
+                    format: "csv",
+                    payload: raw.join("\n"),
+                    cursor: Some(format!("{} lines {first}-{last}", self.kind.as_str())),
+                },
+                (
+                    self.summary.applied,
+                    self.summary.stale,
+                    self.summary.rejected,
+                ),
+            )
+        });
         match self.kind {
             ImportKind::Stock => self.apply_stock(lines).await?,
             ImportKind::Catalog | ImportKind::Signups => {
@@ -476,6 +494,14 @@ impl Import {
                     }
                 }
             }
+        }
+        if let Some((received, (applied, stale, rejected))) = logged {
+            let outcome = serde_json::json!({
+                "applied": self.summary.applied - applied,
+                "stale": self.summary.stale - stale,
+                "rejected": self.summary.rejected - rejected,
+            });
+            super::log_delivery(&self.app, self.store, SOURCE, &received, outcome).await;
         }
         self.summary.batches += 1;
         Ok(())

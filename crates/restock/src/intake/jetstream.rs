@@ -223,13 +223,19 @@ async fn apply_group(
     let mut rejected = Vec::new();
     let mut terminate = Vec::new();
     let mut ack = Vec::new();
+    let mut texts = Vec::with_capacity(group.len());
+    let mut last_sequence = None;
     for m in group {
         let payload = String::from_utf8_lossy(&m.payload).into_owned();
+        texts.push(payload.clone());
         let (delivered, published_ms) = match m.info() {
-            Ok(i) => (
-                i.delivered,
-                (i.published.unix_timestamp_nanos() / 1_000_000) as i64,
-            ),
+            Ok(i) => {
+                last_sequence = last_sequence.max(Some(i.stream_sequence));
+                (
+                    i.delivered,
+                    (i.published.unix_timestamp_nanos() / 1_000_000) as i64,
+                )
+            }
             Err(_) => (1, app.now()),
         };
         if delivered >= c.max_deliver && delivered > 1 {
@@ -251,7 +257,12 @@ async fn apply_group(
         ack.push(m);
     }
     let mut d = Delivered::default();
-    if let Err(e) = ctx.deliver(app, updates, rejected, &mut d).await {
+    let received = super::Received {
+        format: "messages",
+        payload: serde_json::to_string(&texts).unwrap_or_default(),
+        cursor: last_sequence.map(|s| s.to_string()),
+    };
+    if let Err(e) = ctx.deliver(app, updates, rejected, received, &mut d).await {
         for m in ack.iter().chain(terminate.iter()) {
             let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }

@@ -28,8 +28,56 @@ use crate::app::App;
 /// number of locations stays far from overflow. Larger values are rejected per
 /// item with `invalid_quantity` and kept for replay.
 pub const MAX_QUANTITY: i64 = 1_000_000_000;
+use crate::storage::intake_log::NewLogEntry;
 use crate::storage::rejections::NewRejection;
 use crate::storage::stock::BatchOutcome;
+
+/// What a source delivered, as it arrived, for the intake log.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `json`, `csv`, `messages` or `rows` (see [`crate::storage::intake_log`]).
+    pub format: &'static str,
+    pub payload: String,
+    /// Where the source stood after it (a sequence, a delivery id, …).
+    pub cursor: Option<String>,
+}
+
+/// A stock delivery's outcome, as the intake log keeps it.
+pub fn stock_outcome(out: &BatchOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "applied": out.applied,
+        "stale": out.stale,
+        "rejected": out.rejection_ids.len(),
+        "restocks": out.restocks.len(),
+    })
+}
+
+/// Logs a delivery in the intake log (unless `intake.log_max_bytes` is 0). The
+/// delivery was applied already: a failure to log it is reported, not returned.
+pub async fn log_delivery(
+    app: &App,
+    store: StoreId,
+    source: &str,
+    received: &Received,
+    outcome: serde_json::Value,
+) {
+    let max = app.config.intake.log_max_bytes;
+    if max == 0 {
+        return;
+    }
+    let entry = NewLogEntry {
+        store,
+        source,
+        received_at: app.now(),
+        format: received.format,
+        cursor: received.cursor.as_deref(),
+        payload: &received.payload,
+        outcome,
+    };
+    if let Err(e) = app.db.log_intake(&entry, max).await {
+        tracing::warn!(source, error = %e, "cannot log a delivery in the intake log");
+    }
+}
 
 /// Applies parsed updates from `source` (and keeps the unparseable ones) under the
 /// profile the store set for that source, records the delivery on a built-in

@@ -397,8 +397,19 @@ impl<'a> Reconciler<'a> {
             })
             .collect();
         self.changed += changed.len() as u64;
+        // Logged: the records that differed, as stock items (the rows that did not
+        // parse are kept whole as dead letters).
+        let items: Vec<_> = changed
+            .iter()
+            .map(super::api::StockItem::from_update)
+            .collect();
+        let received = super::Received {
+            format: "rows",
+            payload: serde_json::to_string(&items).unwrap_or_default(),
+            cursor: None,
+        };
         self.ctx
-            .deliver(self.app, changed, rejected, &mut self.delivered)
+            .deliver(self.app, changed, rejected, received, &mut self.delivered)
             .await
     }
 }

@@ -78,12 +78,14 @@ impl SourceCtx {
     }
 
     /// Hands a chunk of parsed updates (and the records that could not be parsed) to
-    /// intake under this source's profile, adding the outcome to `so_far`.
+    /// intake under this source's profile, adding the outcome to `so_far`, and logs
+    /// what arrived (`received`) with that outcome.
     pub async fn deliver(
         &self,
         app: &App,
         updates: Vec<StockUpdate>,
         rejected: Vec<NewRejection>,
+        received: super::Received,
         so_far: &mut Delivered,
     ) -> Result<(), crate::storage::StorageError> {
         if updates.is_empty() && rejected.is_empty() {
@@ -99,6 +101,14 @@ impl SourceCtx {
             rejected,
         )
         .await?;
+        super::log_delivery(
+            app,
+            self.store,
+            &self.name,
+            &received,
+            super::stock_outcome(&out),
+        )
+        .await;
         so_far.applied += out.applied as i64;
         so_far.stale += out.stale as i64;
         so_far.rejected += out.rejection_ids.len() as i64;

@@ -221,6 +221,7 @@ async fn deliver(
     let mut rejected = Vec::new();
     let mut newest = *last_seq;
     let mut skipped = 0u64;
+    let payload = serde_json::to_string(&texts).unwrap_or_default();
     for text in texts {
         match parse(&c.fields, &text, now) {
             Ok(parsed) => {
@@ -246,7 +247,12 @@ async fn deliver(
             .inc_by(skipped);
     }
     let mut d = Delivered::default();
-    ctx.deliver(app, updates, rejected, &mut d)
+    let received = super::Received {
+        format: "messages",
+        payload,
+        cursor: newest.map(|s| s.to_string()),
+    };
+    ctx.deliver(app, updates, rejected, received, &mut d)
         .await
         .map_err(|e| anyhow::Error::new(e).context("applying WebSocket messages"))?;
     *last_seq = newest;

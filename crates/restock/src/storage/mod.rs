@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod demand;
+pub mod intake_log;
 pub mod markets;
 pub mod orders;
 pub mod outbox;

@@ -132,6 +132,23 @@ both_dbs!(
         assert_eq!(r["errors"][0]["column"], "available", "{r}");
         assert_eq!(available(&t, &s, "S-42").await, Some(5));
         assert_eq!(available(&t, &s, "S-43").await, Some(4));
+        // The intake log keeps the batch's lines as they were read.
+        let (status, logged) = t.get("/v1/sources/csv/log", &s.api_key).await;
+        assert_eq!(status, 200, "{logged}");
+        let entry = &logged["items"][0];
+        assert_eq!(entry["format"], "csv", "{logged}");
+        let lines = entry["payload"].as_str().expect("payload");
+        assert!(
+            lines.contains("S-42,wh-1,5") && lines.contains("\"S-43\",wh-1,2,extra"),
+            "{lines:?}"
+        );
+        let outcome: Value =
+            serde_json::from_str(entry["outcome"].as_str().expect("outcome")).expect("json");
+        assert_eq!(
+            outcome,
+            json!({"applied": 2, "stale": 0, "rejected": 3}),
+            "{logged}"
+        );
 
         // Both variants came back; S-42's restock plans the waiting shopper's alert.
         assert_eq!(r["restocks"], 2, "{r}");

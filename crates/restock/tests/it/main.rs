@@ -19,6 +19,7 @@ mod dispatch_loop;
 mod email_smtp;
 mod email_tls;
 mod hardening;
+mod intake_log;
 mod log_redaction;
 mod migrations;
 mod ops;

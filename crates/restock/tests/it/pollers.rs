@@ -1008,6 +1008,23 @@ both_dbs!(
             .collect();
         codes.sort();
         assert_eq!(codes, ["invalid_item", "invalid_quantity"], "{dead:?}");
+        // Logged: the one record that changed, as a stock item.
+        let (status, logged) = t.get("/v1/sources/feed/log", &s.api_key).await;
+        assert_eq!(status, 200, "{logged}");
+        assert_eq!(
+            logged["items"].as_array().map(Vec::len),
+            Some(1),
+            "{logged}"
+        );
+        assert_eq!(logged["items"][0]["format"], "rows");
+        let rows: Value =
+            serde_json::from_str(logged["items"][0]["payload"].as_str().expect("payload"))
+                .expect("rows");
+        assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+        assert_eq!(
+            (rows[0]["sku"].clone(), rows[0]["available"].clone()),
+            (json!("P-1"), json!(5))
+        );
         {
             let f = feed.lock().expect("feed");
             assert_eq!(f.seen.len(), 1);

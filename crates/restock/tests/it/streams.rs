@@ -218,6 +218,22 @@ both_dbs!(
         assert_eq!(planned, Some(1), "{}", t.outbox(&s).await);
         let applied = source(&t, &s, "inventory").await["health"]["applied"].clone();
         assert_eq!(applied, 3, "{applied}");
+        // The intake log holds the four messages as they arrived, the unreadable one
+        // too, and the stream sequence reached.
+        let (status, logged) = t.get("/v1/sources/inventory/log", &s.api_key).await;
+        assert_eq!(status, 200, "{logged}");
+        let entries = logged["items"].as_array().expect("items");
+        let texts: Vec<String> = entries
+            .iter()
+            .flat_map(|e| {
+                assert_eq!(e["format"], "messages", "{e}");
+                serde_json::from_str::<Vec<String>>(e["payload"].as_str().expect("payload"))
+                    .expect("a JSON array of the messages")
+            })
+            .collect();
+        assert_eq!(texts.len(), 4, "{texts:?}");
+        assert!(texts.iter().any(|m| m == "{not json"), "{texts:?}");
+        assert_eq!(entries[0]["cursor"], "4", "{logged}");
 
         // A consumer that reads the stream again from the start (here: a new durable
         // name) gets every message again: none of them is applied twice.
@@ -649,6 +665,27 @@ both_dbs!(
             source(&t, &s, "feed").await["cursor"] == "3"
         })
         .await;
+        let (status, logged) = t.get("/v1/sources/feed/log", &s.api_key).await;
+        assert_eq!(status, 200, "{logged}");
+        let entries = logged["items"].as_array().expect("items");
+        let texts: Vec<Value> = entries
+            .iter()
+            .rev()
+            .flat_map(|e| {
+                serde_json::from_str::<Vec<String>>(e["payload"].as_str().expect("payload"))
+                    .expect("messages")
+            })
+            .map(|m| serde_json::from_str(&m).expect("each message as sent"))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                json!({"sku": "S-42", "available": 0, "seq": 1}),
+                json!([{"sku": "S-42", "available": 5, "seq": 2}, {"sku": "S-43", "available": 3, "seq": 3}])
+            ],
+            "{logged}"
+        );
+        assert_eq!(entries[0]["cursor"], "3", "{logged}");
         restock::planning::plan_due(&t.app).await.expect("plans");
         assert_eq!(
             t.outbox(&s).await["pending"].as_i64(),
