@@ -219,6 +219,7 @@ both_dbs!(
             (Method::GET, "/v1/sources/warehouse"),
             (Method::PUT, "/v1/sources/warehouse"),
             (Method::DELETE, "/v1/sources/warehouse"),
+            (Method::GET, "/v1/sources/warehouse/log"),
             (Method::POST, "/v1/imports/stock"),
         ];
         // The OpenAPI document lists every operation secured by the API key: make sure
