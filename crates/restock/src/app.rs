@@ -13,6 +13,7 @@ use crate::render::Renderer;
 use crate::secrets::SecretBox;
 use crate::storage::Db;
 use crate::storage::signup_writer::SignUpWriter;
+use crate::storage::stores::StoreRow;
 use crate::util::Clock;
 
 #[derive(Clone)]
@@ -49,6 +50,43 @@ pub struct AppInner {
     pub instance_name: String,
     /// Outbound events (logged, and published when a publisher is connected).
     pub events: crate::events::Events,
+    /// Stores by publishable key, as the storefront reads them on every request.
+    pub storefront_stores: StoreCache,
+}
+
+/// Stores by publishable key for the storefront, each kept for [`StoreCache::TTL`]:
+/// every sign-up and preflight names its store, and the row rarely changes. A change
+/// made through this process clears the cache at once; one made elsewhere (another
+/// instance, the command line) shows within the TTL. Unknown keys are not kept, so
+/// forged keys cannot fill it.
+#[derive(Default)]
+pub struct StoreCache {
+    rows: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, StoreRow)>>,
+}
+
+impl StoreCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(1);
+    /// Entries kept at most; past it the cache starts over.
+    const MAX: usize = 10_000;
+
+    pub fn get(&self, key: &str) -> Option<StoreRow> {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.get(key)
+            .filter(|(at, _)| at.elapsed() < Self::TTL)
+            .map(|(_, row)| row.clone())
+    }
+
+    pub fn put(&self, key: &str, row: StoreRow) {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        if rows.len() >= Self::MAX {
+            rows.clear();
+        }
+        rows.insert(key.to_string(), (std::time::Instant::now(), row));
+    }
+
+    pub fn clear(&self) {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 impl std::ops::Deref for App {
@@ -106,6 +144,7 @@ impl App {
                     crate::util::random_token(6)
                 ),
                 events,
+                storefront_stores: StoreCache::default(),
             }),
         })
     }

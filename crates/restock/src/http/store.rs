@@ -161,9 +161,9 @@ pub async fn update_store(
         retention_days: req.retention_days,
         currency,
     };
-    Ok(Json(
-        app.db.update_store_settings(store, &update).await?.into(),
-    ))
+    let row = app.db.update_store_settings(store, &update).await?;
+    app.storefront_stores.clear();
+    Ok(Json(row.into()))
 }
 
 /// The store's rules for releasing restocks: how (everyone at once, or waves sized to
@@ -198,7 +198,7 @@ pub async fn put_policy(
     policy
         .validate()
         .map_err(|e| ApiError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
-    Ok(Json(
-        app.db.set_store_policy(store, &policy).await?.policy(),
-    ))
+    let row = app.db.set_store_policy(store, &policy).await?;
+    app.storefront_stores.clear();
+    Ok(Json(row.policy()))
 }

@@ -141,10 +141,16 @@ fn client_ip(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn store_for(app: &App, key: &str) -> Result<StoreRow, ApiError> {
-    app.db
+    if let Some(row) = app.storefront_stores.get(key) {
+        return Ok(row);
+    }
+    let row = app
+        .db
         .store_by_publishable_key(key)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownStore, "unknown publishable key"))
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownStore, "unknown publishable key"))?;
+    app.storefront_stores.put(key, row.clone());
+    Ok(row)
 }
 
 /// CORS preflight for the subscribe endpoint.

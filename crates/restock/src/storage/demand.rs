@@ -349,13 +349,14 @@ macro_rules! subscribe_in {
     }};
 }
 
-/// A first sign-up of an address on PostgreSQL, in two round trips instead of seven:
-/// the look-up, then one statement that writes the shopper, their contact point,
-/// the consent and the sign-up together (a statement is atomic on its own). These
-/// are the rows [`subscribe_in!`] writes for an address it does not know (a new
-/// shopper has no opt-out, no suppression and no sign-up to renew). `None` when the
-/// address is known — or became known meanwhile (the insert then breaks the contact
-/// points' uniqueness and writes nothing) — and the transactional path decides.
+/// A first sign-up of an address on PostgreSQL, in one round trip instead of seven:
+/// one statement that, unless the address is known, writes the shopper, their
+/// contact point, the consent and the sign-up together (a statement is atomic on its
+/// own). These are the rows [`subscribe_in!`] writes for an address it does not know
+/// (a new shopper has no opt-out, no suppression and no sign-up to renew). `None`
+/// when the address is known — or became known meanwhile (the insert then breaks the
+/// contact points' uniqueness and writes nothing) — and the transactional path
+/// decides.
 async fn subscribe_new_pg(
     pool: &sqlx::PgPool,
     store: StoreId,
@@ -363,23 +364,16 @@ async fn subscribe_new_pg(
     now: i64,
 ) -> Result<Option<SubscribeOutcome>> {
     let key = s.email.identity_key();
-    let known: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM contact_points WHERE store_id = $1 AND channel = 'email' AND address_key = $2",
-    )
-    .bind(store.0)
-    .bind(&key)
-    .fetch_optional(pool)
-    .await?;
-    if known.is_some() {
-        return Ok(None);
-    }
     let (product, variant) = match s.target {
         Target::Variant { product, variant } => (product, Some(variant.0)),
         Target::Product(product) => (product, None),
     };
-    let written: std::result::Result<(i64, i64), sqlx::Error> = sqlx::query_as(
+    let written: std::result::Result<Option<(i64, i64)>, sqlx::Error> = sqlx::query_as(
         "WITH sh AS ( \
-             INSERT INTO shoppers (store_id, time_zone, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id), \
+             INSERT INTO shoppers (store_id, time_zone, created_at, updated_at) \
+             SELECT $1, $2, $3, $3 WHERE NOT EXISTS ( \
+                 SELECT 1 FROM contact_points WHERE store_id = $1 AND channel = 'email' AND address_key = $5) \
+             RETURNING id), \
          cp AS ( \
              INSERT INTO contact_points (store_id, shopper_id, channel, address, address_key, consent_at, created_at, updated_at) \
              SELECT $1, sh.id, 'email', $4, $5, $3, $3, $3 FROM sh RETURNING id, shopper_id), \
@@ -405,13 +399,14 @@ async fn subscribe_new_pg(
     .bind(variant)
     .bind(s.market.as_ref().map(|m| m.as_str()))
     .bind(&s.source)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await;
     match written {
-        Ok((id, shopper)) => Ok(Some(SubscribeOutcome::Created(
+        Ok(Some((id, shopper))) => Ok(Some(SubscribeOutcome::Created(
             SubscriptionId(id),
             ShopperId(shopper),
         ))),
+        Ok(None) => Ok(None),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
         Err(e) => Err(e.into()),
     }
