@@ -324,7 +324,6 @@ pub async fn source_log(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<IntakeLogPage>> {
-    check_name(&name)?;
     let limit = super::catalog::check_limit(q.limit)?;
     if q.before.is_some_and(|b| b < 1) {
         return Err(ApiError::new(
