@@ -412,6 +412,123 @@ async fn subscribe_new_pg(
     }
 }
 
+/// Writes a group's first sign-ups of unknown addresses at once, where the database
+/// gains by it; returns their positions in the group and outcomes.
+trait FirstSignUps {
+    async fn first_signups(
+        &mut self,
+        signups: &[(StoreId, &SignUp, i64)],
+    ) -> std::result::Result<Vec<(usize, SubscribeOutcome)>, sqlx::Error>;
+}
+
+impl FirstSignUps for sqlx::Transaction<'static, sqlx::Sqlite> {
+    async fn first_signups(
+        &mut self,
+        signups: &[(StoreId, &SignUp, i64)],
+    ) -> std::result::Result<Vec<(usize, SubscribeOutcome)>, sqlx::Error> {
+        subscribe_new_sqlite(self, signups).await
+    }
+}
+
+impl FirstSignUps for sqlx::Transaction<'static, sqlx::Postgres> {
+    /// PostgreSQL signs up one at a time (a first sign-up is one statement there,
+    /// [`subscribe_new_pg`]), so a group leaves them all to [`subscribe_in!`].
+    async fn first_signups(
+        &mut self,
+        _signups: &[(StoreId, &SignUp, i64)],
+    ) -> std::result::Result<Vec<(usize, SubscribeOutcome)>, sqlx::Error> {
+        Ok(Vec::new())
+    }
+}
+
+/// The first sign-ups of a SQLite group whose addresses the store does not know
+/// (each address's first occurrence in the group; a repeat is left to
+/// [`subscribe_in!`], which then finds the shopper written here): the rows
+/// [`subscribe_in!`] writes for an unknown address — shopper, contact point,
+/// consent, sign-up — written four statements for the whole group, with the ids
+/// SQLite would give them (the next after the largest, the write lock held).
+/// Returns each written sign-up's position in the group and outcome.
+async fn subscribe_new_sqlite(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    signups: &[(StoreId, &SignUp, i64)],
+) -> std::result::Result<Vec<(usize, SubscribeOutcome)>, sqlx::Error> {
+    use std::collections::HashSet;
+    let keys: Vec<(i64, String)> = signups
+        .iter()
+        .map(|(store, s, _)| (store.0, s.email.identity_key()))
+        .collect();
+    let known: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT cp.store_id, cp.address_key FROM json_each($1) j \
+         JOIN contact_points cp ON cp.store_id = json_extract(j.value, '$[0]') \
+          AND cp.channel = 'email' AND cp.address_key = json_extract(j.value, '$[1]')",
+    )
+    .bind(serde_json::to_string(&keys).unwrap_or_default())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut taken: HashSet<(i64, String)> = known.into_iter().collect();
+    let fresh: Vec<usize> = (0..signups.len())
+        .filter(|&i| taken.insert(keys[i].clone()))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (shopper0, contact0, consent0, subscription0): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM shoppers), (SELECT COALESCE(MAX(id), 0) FROM contact_points), \
+                (SELECT COALESCE(MAX(id), 0) FROM consents), (SELECT COALESCE(MAX(id), 0) FROM subscriptions)",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut rows = Vec::with_capacity(fresh.len());
+    let mut out = Vec::with_capacity(fresh.len());
+    for (n, &i) in fresh.iter().enumerate() {
+        let (store, s, now) = signups[i];
+        let n = n as i64 + 1;
+        let (product, variant) = match s.target {
+            Target::Variant { product, variant } => (product, Some(variant.0)),
+            Target::Product(product) => (product, None),
+        };
+        rows.push(serde_json::json!({
+            "shopper": shopper0 + n, "contact": contact0 + n, "consent": consent0 + n,
+            "subscription": subscription0 + n, "store": store.0, "now": now,
+            "time_zone": s.time_zone.map(|tz| tz.name()), "email": s.email.as_str(),
+            "key": &keys[i].1, "text": &s.consent.text, "consent_source": &s.consent.source,
+            "ip": s.consent.ip.as_deref(), "user_agent": s.consent.user_agent.as_deref(),
+            "product": product.0, "variant": variant,
+            "market": s.market.as_ref().map(|m| m.as_str()), "source": &s.source,
+        }));
+        out.push((
+            i,
+            SubscribeOutcome::Created(SubscriptionId(subscription0 + n), ShopperId(shopper0 + n)),
+        ));
+    }
+    let rows = serde_json::Value::Array(rows).to_string();
+    for statement in [
+        "INSERT INTO shoppers (id, store_id, time_zone, created_at, updated_at) \
+         SELECT r.value ->> 'shopper', r.value ->> 'store', r.value ->> 'time_zone', r.value ->> 'now', r.value ->> 'now' \
+         FROM json_each($1) r",
+        "INSERT INTO contact_points (id, store_id, shopper_id, channel, address, address_key, consent_at, created_at, updated_at) \
+         SELECT r.value ->> 'contact', r.value ->> 'store', r.value ->> 'shopper', 'email', r.value ->> 'email', \
+                r.value ->> 'key', r.value ->> 'now', r.value ->> 'now', r.value ->> 'now' \
+         FROM json_each($1) r",
+        "INSERT INTO consents (id, store_id, shopper_id, contact_point_id, channel, granted, text, source, ip, user_agent, at) \
+         SELECT r.value ->> 'consent', r.value ->> 'store', r.value ->> 'shopper', r.value ->> 'contact', 'email', TRUE, \
+                r.value ->> 'text', r.value ->> 'consent_source', r.value ->> 'ip', r.value ->> 'user_agent', r.value ->> 'now' \
+         FROM json_each($1) r",
+        "INSERT INTO subscriptions (id, store_id, shopper_id, product_id, variant_id, market, status, source, \
+                                    created_at, last_signup_at, updated_at) \
+         SELECT r.value ->> 'subscription', r.value ->> 'store', r.value ->> 'shopper', r.value ->> 'product', \
+                r.value ->> 'variant', r.value ->> 'market', 'waiting', r.value ->> 'source', \
+                r.value ->> 'now', r.value ->> 'now', r.value ->> 'now' \
+         FROM json_each($1) r",
+    ] {
+        sqlx::query(statement)
+            .bind(&rows)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(out)
+}
+
 impl Db {
     /// Signs a shopper up: finds (or creates) the shopper by their address, records
     /// their consent to email, and adds the sign-up — or renews the one waiting.
@@ -459,10 +576,27 @@ impl Db {
     ) -> Result<Option<Vec<SubscribeOutcome>>> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let mut out = Vec::with_capacity(signups.len());
-            for &(store, s, now) in signups {
+            let mut out: Vec<Option<SubscribeOutcome>> = vec![None; signups.len()];
+            // First sign-ups of addresses the store does not know, written set-wise
+            // on SQLite. A failure rolls the group back like any other.
+            match tx.first_signups(signups).await {
+                Ok(fresh) => {
+                    for (i, outcome) in fresh {
+                        out[i] = Some(outcome);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the group's first sign-ups failed; the group is rolled back");
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+            }
+            for (i, &(store, s, now)) in signups.iter().enumerate() {
+                if out[i].is_some() {
+                    continue;
+                }
                 match subscribe_in!(tx, store, s, now) {
-                    Ok(outcome) => out.push(outcome),
+                    Ok(outcome) => out[i] = Some(outcome),
                     Err(e) => {
                         tracing::debug!(error = %e, "a sign-up of a group failed; the group is rolled back");
                         tx.rollback().await?;
@@ -471,7 +605,7 @@ impl Db {
                 }
             }
             tx.commit().await?;
-            Ok(Some(out))
+            Ok(Some(out.into_iter().flatten().collect()))
         })
     }
 

@@ -272,3 +272,198 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+/// A store with one product of two variants, on a fresh database.
+async fn seed_two_variants(
+    db: &restock::storage::Db,
+) -> (StoreId, ProductId, VariantId, VariantId) {
+    let store = db
+        .create_store(
+            NewStore {
+                name: "G",
+                slug: "g",
+                allowed_origins: &[],
+                shopify_secret: None,
+                woocommerce_secret: None,
+            },
+            0,
+        )
+        .await
+        .expect("store")
+        .store
+        .store_id();
+    let variant = |sku: &str| restock::storage::catalog::VariantInput {
+        sku: restock_core::values::Sku::parse(sku).expect("sku"),
+        title: sku.into(),
+        options: Default::default(),
+        price_minor: None,
+        image_url: None,
+        url: None,
+        min_stock: None,
+        notify_threshold: None,
+        inventory_item_id: None,
+        inventory_policy: Default::default(),
+    };
+    let product = restock::storage::catalog::ProductInput {
+        external_id: "p".into(),
+        title: "P".into(),
+        description: String::new(),
+        image_url: None,
+        url: restock_core::values::HttpUrl::parse("https://shop.example/p").expect("url"),
+        category: None,
+        price_minor: 100,
+        currency: restock_core::values::Currency::parse("EUR").expect("currency"),
+        min_stock: None,
+        notify_threshold: None,
+        release: None,
+        variants: vec![variant("V1"), variant("V2")],
+    };
+    let (product, _) = db
+        .upsert_product(store, &product, 0)
+        .await
+        .expect("product");
+    let id = |sku: &'static str| async move {
+        VariantId(
+            db.variant_by_sku(store, sku)
+                .await
+                .expect("q")
+                .expect("v")
+                .id,
+        )
+    };
+    (store, product, id("V1").await, id("V2").await)
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+/// Every row a sign-up writes, by address instead of id, as text.
+async fn signup_rows(db: &restock::storage::Db) -> [Rows; 4] {
+    use sqlx::Row;
+    let queries = [
+        "SELECT cp.address, CAST(sh.time_zone AS TEXT), CAST(sh.created_at AS TEXT), CAST(sh.updated_at AS TEXT), \
+                CAST(sh.opted_out_at AS TEXT), CAST(sh.opt_outs AS TEXT) \
+         FROM shoppers sh JOIN contact_points cp ON cp.shopper_id = sh.id ORDER BY 1",
+        "SELECT address, address_key, CAST(consent_at AS TEXT), CAST(consent_withdrawn_at AS TEXT), \
+                CAST(suppressed_at AS TEXT), CAST(created_at AS TEXT), CAST(updated_at AS TEXT) \
+         FROM contact_points ORDER BY 1",
+        "SELECT cp.address, c.channel, CASE WHEN c.granted THEN 'yes' ELSE 'no' END, c.text, c.source, c.ip, \
+                c.user_agent, CAST(c.at AS TEXT) \
+         FROM consents c JOIN contact_points cp ON cp.id = c.contact_point_id ORDER BY 1, 8, 4",
+        "SELECT cp.address, CAST(s.product_id AS TEXT), CAST(s.variant_id AS TEXT), s.market, s.status, s.source, \
+                CAST(s.created_at AS TEXT), CAST(s.last_signup_at AS TEXT), CAST(s.updated_at AS TEXT) \
+         FROM subscriptions s JOIN contact_points cp ON cp.shopper_id = s.shopper_id ORDER BY 1, 2, 3, 7",
+    ];
+    let mut out: [Rows; 4] = Default::default();
+    for (q, rows) in queries.iter().zip(out.iter_mut()) {
+        *rows = match db {
+            restock::storage::Db::Sqlite(p) => sqlx::query(*q)
+                .fetch_all(p)
+                .await
+                .expect("dump")
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<Option<String>, _>(i))
+                        .collect()
+                })
+                .collect(),
+            restock::storage::Db::Postgres(p) => sqlx::query(*q)
+                .fetch_all(p)
+                .await
+                .expect("dump")
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<Option<String>, _>(i))
+                        .collect()
+                })
+                .collect(),
+        };
+    }
+    out
+}
+
+both_dbs!(
+    a_group_writes_exactly_what_one_at_a_time_writes,
+    |backend: Backend| async move {
+        // Two databases alike: one takes the sign-ups as a group (set-wise for the
+        // new addresses on SQLite), the other one at a time.
+        let grouped = TestDb::new(backend).await;
+        let single = TestDb::new(backend).await;
+        let (store, product, v1, v2) = seed_two_variants(&grouped.db).await;
+        assert_eq!(
+            seed_two_variants(&single.db).await,
+            (store, product, v1, v2)
+        );
+        let known = signup("old@example.com", product, v1);
+        for t in [&grouped, &single] {
+            t.db.subscribe(store, &known, 5)
+                .await
+                .expect("known address");
+        }
+        let rich = SignUp {
+            time_zone: Some(restock_core::values::TimeZone::parse("Europe/Paris").expect("tz")),
+            consent: restock::storage::demand::ConsentInput {
+                text: "Tell me \"when\" it's back".into(),
+                source: "widget".into(),
+                ip: Some("203.0.113.9".into()),
+                user_agent: Some("Mozilla/5.0 (X11)".into()),
+            },
+            ..signup("ann@example.com", product, v1)
+        };
+        let whole_product = SignUp {
+            target: Target::Product(product),
+            ..signup("bob@example.com", product, v1)
+        };
+        let ann_again = signup("Ann@Example.com", product, v1);
+        let ann_other = signup("ann@example.com", product, v2);
+        let old_other = signup("old@example.com", product, v2);
+        let cy = signup("cy@example.com", product, v2);
+        let group = [
+            (store, &rich, 10),
+            (store, &old_other, 10),
+            (store, &whole_product, 11),
+            (store, &ann_again, 12),
+            (store, &cy, 12),
+            (store, &ann_other, 13),
+        ];
+        let out = grouped
+            .db
+            .subscribe_group(&group)
+            .await
+            .expect("group")
+            .expect("every sign-up succeeds");
+        let mut one_by_one = Vec::new();
+        for &(store, s, now) in &group {
+            one_by_one.push(single.db.subscribe(store, s, now).await.expect("sign-up"));
+        }
+        let kind = |o: &SubscribeOutcome| match o {
+            SubscribeOutcome::Created(..) => "created",
+            SubscribeOutcome::Merged(..) => "merged",
+            _ => "other",
+        };
+        assert_eq!(
+            out.iter().map(kind).collect::<Vec<_>>(),
+            [
+                "created", "created", "created", "merged", "created", "created"
+            ]
+        );
+        assert_eq!(
+            out.iter().map(kind).collect::<Vec<_>>(),
+            one_by_one.iter().map(kind).collect::<Vec<_>>()
+        );
+        // The outcomes name the rows written: ann's repeat merges into her sign-up.
+        let (SubscribeOutcome::Created(ann_sub, ann), SubscribeOutcome::Merged(again_sub, again)) =
+            (&out[0], &out[3])
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((ann_sub, ann), (again_sub, again));
+        assert_eq!(
+            signup_rows(&grouped.db).await,
+            signup_rows(&single.db).await
+        );
+        grouped.cleanup().await;
+        single.cleanup().await;
+    }
+);
