@@ -324,6 +324,10 @@ pub async fn source_log(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<IntakeLogPage>> {
+    // A name no source can have names no source: not found, as GET /v1/sources/{name}.
+    if check_name(&name).is_err() {
+        return Err(ApiError::not_found("source"));
+    }
     let limit = super::catalog::check_limit(q.limit)?;
     if q.before.is_some_and(|b| b < 1) {
         return Err(ApiError::new(

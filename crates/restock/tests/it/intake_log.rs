@@ -87,6 +87,14 @@ both_dbs!(
         let (status, r) = t.get("/v1/sources/api/log", &other.api_key).await;
         assert_eq!(status, 404, "{r}");
         assert_eq!(r["code"], "not_found", "{r}");
+        let (status, r) = t
+            .get("/v1/sources/%C2%84/log?before=1", &store.api_key)
+            .await;
+        assert_eq!(
+            (status, r["code"].clone()),
+            (404, json!("not_found")),
+            "{r}"
+        );
         let (status, r) = t.get("/v1/sources/api/log?limit=0", &store.api_key).await;
         assert_eq!(status, 400, "{r}");
         assert!(r["code"].is_string(), "{r}");
