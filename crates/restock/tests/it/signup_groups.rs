@@ -30,57 +30,7 @@ both_dbs!(
     |backend: Backend| async move {
         let t = TestDb::new(backend).await;
         let db = &t.db;
-        let store = db
-            .create_store(
-                NewStore {
-                    name: "G",
-                    slug: "g",
-                    allowed_origins: &[],
-                    shopify_secret: None,
-                    woocommerce_secret: None,
-                },
-                0,
-            )
-            .await
-            .expect("store")
-            .store
-            .store_id();
-        let product = restock::storage::catalog::ProductInput {
-            external_id: "p".into(),
-            title: "P".into(),
-            description: String::new(),
-            image_url: None,
-            url: restock_core::values::HttpUrl::parse("https://shop.example/p").expect("url"),
-            category: None,
-            price_minor: 100,
-            currency: restock_core::values::Currency::parse("EUR").expect("currency"),
-            min_stock: None,
-            notify_threshold: None,
-            release: None,
-            variants: vec![restock::storage::catalog::VariantInput {
-                sku: restock_core::values::Sku::parse("V").expect("sku"),
-                title: "V".into(),
-                options: Default::default(),
-                price_minor: None,
-                image_url: None,
-                url: None,
-                min_stock: None,
-                notify_threshold: None,
-                inventory_item_id: None,
-                inventory_policy: Default::default(),
-            }],
-        };
-        let (product, _) = db
-            .upsert_product(store, &product, 0)
-            .await
-            .expect("product");
-        let variant = VariantId(
-            db.variant_by_sku(store, "V")
-                .await
-                .expect("q")
-                .expect("v")
-                .id,
-        );
+        let (store, product, variant, _) = seed_two_variants(db).await;
 
         let ann = signup("ann@example.com", product, variant);
         // A variant that does not exist: the sign-up's insert breaks a foreign key.
