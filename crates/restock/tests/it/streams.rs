@@ -714,6 +714,20 @@ both_dbs!(
         assert_eq!(metric(&page, WS_SKIPPED), 2.0, "{page}");
         assert_eq!(metric(&page, WS_APPLIED), 4.0, "{page}");
         assert_eq!(source(&t, &s, "feed").await["cursor"], "4");
+        // The replayed messages were skipped, and still logged as they arrived.
+        let (status, logged) = t.get("/v1/sources/feed/log", &s.api_key).await;
+        assert_eq!(status, 200, "{logged}");
+        let arrived: usize = logged["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<Vec<String>>(e["payload"].as_str().expect("payload"))
+                    .expect("messages")
+                    .len()
+            })
+            .sum();
+        assert_eq!(arrived, 5, "{logged}");
         restock::planning::plan_due(&t.app).await.expect("plans");
         assert_eq!(
             t.outbox(&s).await["pending"].as_i64(),
