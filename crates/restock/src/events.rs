@@ -22,6 +22,10 @@ use crate::config::EventsConfig;
 /// One event, as published.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboundEvent {
+    /// Unique per event, and sent as `Nats-Msg-Id`: a publish retried after a lost
+    /// acknowledgement is stored once (within the stream's duplicate window), and a
+    /// consumer can tell a repeat by it.
+    pub id: String,
     /// The event's name, e.g. `source.stale`.
     pub event: String,
     pub store_id: Option<i64>,
@@ -56,6 +60,7 @@ impl Events {
 
     pub fn emit(&self, event: &str, store: Option<StoreId>, data: serde_json::Value) {
         let e = OutboundEvent {
+            id: crate::util::random_token(16),
             event: event.to_string(),
             store_id: store.map(|s| s.0),
             at: chrono::Utc::now().timestamp_millis(),
@@ -151,7 +156,12 @@ async fn publish_loop(
         let Some(ctx) = &js else { continue };
         let subject = format!("{}.{}", config.subject_prefix, event.event);
         let body = serde_json::to_vec(&event).unwrap_or_default();
-        let sent = match ctx.publish(subject, body.into()).await {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        let sent = match ctx
+            .publish_with_headers(subject, headers, body.into())
+            .await
+        {
             Ok(ack) => ack.await.map(|_| ()).map_err(anyhow::Error::new),
             Err(e) => Err(anyhow::Error::new(e)),
         };

@@ -431,6 +431,16 @@ both_dbs!(
             sent["body"]["data"]["restock_id"],
             detected["body"]["data"]["restock_id"]
         );
+        // Each event carries its own id, also as Nats-Msg-Id, so JetStream stores a
+        // retried publish once.
+        for e in [detected, sent] {
+            assert!(
+                e["body"]["id"].as_str().is_some_and(|id| id.len() >= 16),
+                "{e}"
+            );
+            assert_eq!(e["msg_id"], e["body"]["id"], "{e}");
+        }
+        assert_ne!(detected["body"]["id"], sent["body"]["id"]);
         let page = metrics_page(&t.http, &t.base).await;
         assert_eq!(
             metric(
@@ -462,7 +472,12 @@ async fn read_events(js: &jetstream::Context, stream: &str, want: usize) -> Vec<
         {
             while let Some(Ok(m)) = batch.next().await {
                 let body: Value = serde_json::from_slice(&m.payload).expect("json event");
-                seen.push(json!({"subject": m.subject.as_str(), "body": body}));
+                let msg_id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_string());
+                seen.push(json!({"subject": m.subject.as_str(), "body": body, "msg_id": msg_id}));
             }
         }
         if seen.len() >= want {
