@@ -146,8 +146,9 @@ fn authenticate(
 }
 
 /// Runs `apply` unless this delivery id was handled before, and logs the id with
-/// what it did; the delivery itself (body, id, topic, answer) goes to the intake log. Platforms deliver at least once and retry anything but a 2xx: a
-/// delivery id seen before is answered as done, whatever it did the first time.
+/// what it did; the delivery itself (body, id, topic, answer) goes to the intake
+/// log. Platforms deliver at least once and retry anything but a 2xx: a delivery id
+/// seen before is answered as done, whatever it did the first time.
 async fn once_per_delivery(
     app: &App,
     platform: &Platform,
