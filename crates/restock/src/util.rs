@@ -15,6 +15,15 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// The longest start of `s` within `max` bytes that ends on a character boundary.
+pub fn prefix_within(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
@@ -109,5 +118,14 @@ mod tests {
             "550 5.1.1 <a***@example.com>: Recipient address rejected"
         );
         assert_eq!(redact_addresses("no address here"), "no address here");
+    }
+
+    #[test]
+    fn a_kept_prefix_never_splits_a_character() {
+        assert_eq!(prefix_within("abc", 10), "abc");
+        assert_eq!(prefix_within("abc", 2), "ab");
+        // "é" is two bytes: a cut inside it keeps the character out.
+        assert_eq!(prefix_within("aé", 2), "a");
+        assert_eq!(prefix_within("aé", 3), "aé");
     }
 }

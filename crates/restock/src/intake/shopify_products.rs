@@ -205,12 +205,11 @@ const MAX_HTML_BYTES: usize = 16 * 1024;
 /// other than line breaks and tabs removed, blank runs collapsed, cut to the
 /// catalog's 5,000 characters.
 pub fn description_text(html: &str) -> String {
-    let mut end = html.len().min(MAX_HTML_BYTES);
-    while !html.is_char_boundary(end) {
-        end -= 1;
-    }
     let text = html2text::config::plain_no_decorate()
-        .string_from_read(&html.as_bytes()[..end], 100_000)
+        .string_from_read(
+            crate::util::prefix_within(html, MAX_HTML_BYTES).as_bytes(),
+            100_000,
+        )
         .unwrap_or_default();
     let mut out = String::new();
     let mut blank = true;

@@ -42,22 +42,10 @@ pub struct IntakeLogRow {
     pub outcome: String,
 }
 
-/// The longest prefix of `s` within `max` bytes that ends on a character boundary.
-fn prefix(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 impl Db {
     /// Logs a delivery, keeping at most `max_bytes` of its payload.
     pub async fn log_intake(&self, e: &NewLogEntry<'_>, max_bytes: usize) -> Result<()> {
-        let kept = prefix(e.payload, max_bytes);
+        let kept = crate::util::prefix_within(e.payload, max_bytes);
         with_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO intake_log (store_id, source, received_at, format, cursor, payload, bytes, truncated, outcome) \
@@ -121,19 +109,5 @@ impl Db {
                 return Ok(total);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix;
-
-    #[test]
-    fn a_kept_prefix_never_splits_a_character() {
-        assert_eq!(prefix("abc", 10), "abc");
-        assert_eq!(prefix("abc", 2), "ab");
-        // "é" is two bytes: a cut inside it keeps the character out.
-        assert_eq!(prefix("aé", 2), "a");
-        assert_eq!(prefix("aé", 3), "aé");
     }
 }
