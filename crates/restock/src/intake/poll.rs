@@ -397,6 +397,9 @@ impl<'a> Reconciler<'a> {
             })
             .collect();
         self.changed += changed.len() as u64;
+        if changed.is_empty() && rejected.is_empty() {
+            return Ok(());
+        }
         // Logged: the records that differed, as stock items (the rows that did not
         // parse are kept whole as dead letters).
         let items: Vec<_> = changed

@@ -89,13 +89,10 @@ impl SourceCtx {
         so_far: &mut Delivered,
     ) -> Result<(), crate::storage::StorageError> {
         if updates.is_empty() && rejected.is_empty() {
-            // Messages that arrived and were all skipped (at or below the cursor)
-            // are still logged; a poll that found nothing changed has nothing to log.
-            if received.payload != "[]" {
-                let none =
-                    serde_json::json!({"applied": 0, "stale": 0, "rejected": 0, "restocks": 0});
-                super::log_delivery(app, self.store, &self.name, &received, none).await;
-            }
+            // What arrived is logged even when nothing came of it (stream messages
+            // all at or below the cursor).
+            let none = serde_json::json!({"applied": 0, "stale": 0, "rejected": 0, "restocks": 0});
+            super::log_delivery(app, self.store, &self.name, &received, none).await;
             return Ok(());
         }
         let newest = updates.iter().map(|u| u.version.observed_at_ms).max();
