@@ -1132,7 +1132,8 @@ both_dbs!(
     https_poller_trusts_the_public_roots_and_a_named_private_ca,
     |backend: Backend| async move {
         // Python's ssl (OpenSSL) on the other side, with a certificate from a test CA.
-        let server = common::tls_smtp::PythonServer::start("https_json_server.py", &[], "python3");
+        let server =
+            common::python_server::PythonServer::start("https_json_server.py", &[], "python3");
         std::fs::write(
             server.dir.path().join("stock.json"),
             json!({"items": [{"sku": "P-1", "qty": 7}]}).to_string(),

@@ -3,6 +3,7 @@
 //! explicitly and time controlled through a manual clock.
 #![allow(dead_code)]
 
+pub mod python_server;
 pub mod smtp;
 pub mod tls_smtp;
 
