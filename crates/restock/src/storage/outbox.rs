@@ -159,17 +159,24 @@ macro_rules! claim_columns {
 }
 
 impl Db {
-    /// Returns rows whose lease expired (their worker died) to `pending`.
+    /// Returns rows whose lease expired (their worker died) to `pending`. A row
+    /// another transaction holds (its outcome being written) is left for the next
+    /// pass rather than waited on.
     pub async fn reap_expired_leases(&self, now: i64) -> Result<u64> {
         with_pool!(self, pool => {
-            Ok(sqlx::query(
-                "UPDATE notifications SET state = 'pending', due_at = $1, lease_until = NULL, updated_at = $1 \
-                 WHERE state = 'running' AND lease_until < $1",
-            )
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected())
+            let sql = format!(
+                "WITH expired AS MATERIALIZED (SELECT id FROM notifications \
+                   WHERE state = 'running' AND lease_until < $1 ORDER BY id {}) \
+                 UPDATE notifications SET state = 'pending', due_at = $1, lease_until = NULL, updated_at = $1 \
+                 WHERE {} AND state = 'running' AND lease_until < $1",
+                pool.skip_locked(),
+                pool.in_ids("id", "SELECT id FROM expired"),
+            );
+            Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected())
         })
     }
 
@@ -479,6 +486,13 @@ impl Db {
     /// Extends the leases of claims this worker still holds (sends in flight or
     /// outcomes not yet recorded), so a slow send is never taken over and sent twice.
     /// Each is fenced by its attempt. Returns how many were extended.
+    ///
+    /// Rows another transaction holds are skipped, never waited on: they are this
+    /// worker's outcomes being written (the row leaves `running`), and waiting let a
+    /// renewal and a group of outcomes lock each other's rows in different orders
+    /// until PostgreSQL broke the deadlock a second later, by which time the leases
+    /// the renewal was meant to extend had run out. A skipped row that is still
+    /// running is renewed on the next tick, well inside its lease.
     pub async fn renew_leases(&self, held: &[(i64, i64)], lease_until: i64) -> Result<u64> {
         if held.is_empty() {
             return Ok(0);
@@ -488,10 +502,15 @@ impl Db {
                 .to_string();
         with_pool!(self, pool => {
             let sql = format!(
-                "UPDATE notifications SET lease_until = $2 \
+                "WITH mine AS MATERIALIZED (SELECT id FROM notifications \
+                   WHERE {} AND state = 'running' ORDER BY id {}) \
+                 UPDATE notifications SET lease_until = $2 \
                  FROM (SELECT CAST(value ->> 0 AS BIGINT) AS nid, CAST(value ->> 1 AS BIGINT) AS natt FROM {}) AS j \
-                 WHERE id = j.nid AND attempts = j.natt AND state = 'running'",
-                pool.json_rows("$1")
+                 WHERE {} AND id = j.nid AND attempts = j.natt AND state = 'running'",
+                pool.in_ids("id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1"))),
+                pool.skip_locked(),
+                pool.json_rows("$1"),
+                pool.in_ids("id", "SELECT id FROM mine"),
             );
             Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(rows)

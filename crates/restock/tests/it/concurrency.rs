@@ -83,3 +83,75 @@ both_dbs!(
         t.stop().await;
     }
 );
+
+/// A lease renewal and the reaper skip a row another transaction holds instead of
+/// waiting for it. Waiting let a renewal and a group of outcomes (which hold their
+/// rows until they commit) lock each other's rows in opposite orders; PostgreSQL
+/// broke the deadlock after a second, and by then the leases being renewed had run
+/// out and the rows went to a second attempt.
+#[tokio::test]
+async fn lease_renewal_and_reaping_skip_rows_another_transaction_holds() {
+    const N: u64 = 5;
+    let t = TestApp::spawn(Backend::Postgres).await;
+    let store = t.create_store("locked").await;
+    t.seed_catalog(&store).await;
+    t.stock(&store, json!([{"sku": "S-42", "available": 0}]))
+        .await;
+    let variant = t
+        .app
+        .db
+        .variant_by_sku(StoreId(store.id), "S-42")
+        .await
+        .expect("query")
+        .expect("variant");
+    t.app
+        .db
+        .bench_seed_waiting_list(StoreId(store.id), variant.product_id, variant.id, N)
+        .await
+        .expect("seed");
+    t.advance(1_000);
+    let body = t
+        .stock(&store, json!([{"sku": "S-42", "available": 50}]))
+        .await;
+    assert_eq!(t.planned(&store, &body).await, N as i64);
+    let now = t.now();
+    let claimed = t.app.db.claim_due(now, 1_000, 100).await.expect("claim");
+    assert_eq!(claimed.len(), N as usize);
+    let held: Vec<(i64, i64)> = claimed.iter().map(|n| (n.id, n.attempts)).collect();
+
+    // Another transaction holds the first row, as a group of outcomes does while it
+    // is being written.
+    let restock::storage::Db::Postgres(pool) = &t.app.db else {
+        panic!("a PostgreSQL test app has a PostgreSQL pool")
+    };
+    let mut locker = pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM notifications WHERE id = $1 FOR UPDATE")
+        .bind(held[0].0)
+        .execute(&mut *locker)
+        .await
+        .expect("lock one row");
+
+    let patience = std::time::Duration::from_secs(20);
+    let renewed = tokio::time::timeout(patience, t.app.db.renew_leases(&held, now + 5_000))
+        .await
+        .expect("the renewal waited on the locked row")
+        .expect("renew");
+    assert_eq!(renewed, N - 1, "every row but the locked one is renewed");
+    let reaped = tokio::time::timeout(patience, t.app.db.reap_expired_leases(now + 60_000))
+        .await
+        .expect("the reaper waited on the locked row")
+        .expect("reap");
+    assert_eq!(reaped, N - 1, "every expired row but the locked one is reaped");
+    locker.rollback().await.expect("rollback");
+
+    // Released, the row is renewed and reaped like any other.
+    assert_eq!(
+        t.app.db.renew_leases(&held[..1], now + 5_000).await.expect("renew"),
+        1
+    );
+    assert_eq!(
+        t.app.db.reap_expired_leases(now + 60_000).await.expect("reap"),
+        1
+    );
+    t.stop().await;
+}
