@@ -68,6 +68,11 @@ pub(crate) trait Dialect {
     /// worker holds; SQLite has a single writer, so nothing is needed.
     fn skip_locked(&self) -> &'static str;
 
+    /// Where the outbox claim must run in a transaction that starts this way: on
+    /// PostgreSQL, one whose plans walk an index in order instead of collecting and
+    /// sorting (see [`Db::claim_due`]). `None`: the claim is one statement as it is.
+    fn ordered_claim_begin(&self) -> Option<&'static str>;
+
     /// A comma-separated aggregate of `expr` over a group.
     fn string_agg(&self, expr: &str) -> String;
 
@@ -93,6 +98,10 @@ impl Dialect for SqlitePool {
         ""
     }
 
+    fn ordered_claim_begin(&self) -> Option<&'static str> {
+        None
+    }
+
     fn string_agg(&self, expr: &str) -> String {
         format!("group_concat({expr}, ',')")
     }
@@ -115,6 +124,10 @@ impl Dialect for PgPool {
 
     fn skip_locked(&self) -> &'static str {
         "FOR UPDATE SKIP LOCKED"
+    }
+
+    fn ordered_claim_begin(&self) -> Option<&'static str> {
+        Some("BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
     }
 
     fn string_agg(&self, expr: &str) -> String {

@@ -197,12 +197,24 @@ impl Db {
                 pool.in_ids("id", "SELECT id FROM chosen"),
                 claim_columns!()
             );
-            let mut rows: Vec<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            let claim = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(now)
                 .bind(now + lease_ms)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
+                .bind(limit);
+            // On PostgreSQL the claim walks `notifications_due` in order and stops at
+            // `limit`. The planner's other choice, a bitmap scan of every due row and
+            // a sort, looks as cheap whenever the statistics predate a large restock
+            // (they say few rows are pending), and then every claim of 100 read and
+            // sorted all 20,000 rows waiting: 3-13 ms each instead of a fraction.
+            let mut rows: Vec<Claimed> = match pool.ordered_claim_begin() {
+                Some(begin) => {
+                    let mut tx = pool.begin_with(begin).await?;
+                    let rows = claim.fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    rows
+                }
+                None => claim.fetch_all(pool).await?,
+            };
             rows.sort_by_key(|r| r.id);
             Ok(rows)
         })
