@@ -55,6 +55,10 @@ impl Outcome {
 
 /// The most outcomes written in one group commit.
 const MAX_GROUP: usize = 500;
+/// Group commits in flight at once on PostgreSQL: while one group commits, the next
+/// is written (about a sixth more sends a second than one at a time, measured with
+/// `restock bench --email`). SQLite has one writer, so one.
+const PG_RECORDERS: usize = 2;
 
 /// What delivering a batch shares: the app, the outcome recorder and the claims held.
 ///
@@ -341,7 +345,8 @@ async fn renew_leases(app: App, leases: Leases, stop: CancellationToken) {
 }
 
 /// Writes outcomes in group commits: while one write runs, the next outcomes gather
-/// and go together in the next transaction.
+/// and go together in the next transaction ([`PG_RECORDERS`] writers on PostgreSQL,
+/// each taking the next group when it is free).
 #[derive(Clone)]
 struct Recorder {
     tx: mpsc::Sender<(Record, oneshot::Sender<bool>)>,
@@ -350,7 +355,14 @@ struct Recorder {
 impl Recorder {
     fn start(app: &App) -> Recorder {
         let (tx, rx) = mpsc::channel(MAX_GROUP * 2);
-        tokio::spawn(record_groups(app.clone(), rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let writers = match app.db {
+            crate::storage::Db::Sqlite(_) => 1,
+            crate::storage::Db::Postgres(_) => PG_RECORDERS,
+        };
+        for _ in 0..writers {
+            tokio::spawn(record_groups(app.clone(), rx.clone()));
+        }
         Recorder { tx }
     }
 
@@ -365,10 +377,13 @@ impl Recorder {
     }
 }
 
-async fn record_groups(app: App, mut rx: mpsc::Receiver<(Record, oneshot::Sender<bool>)>) {
+async fn record_groups(
+    app: App,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(Record, oneshot::Sender<bool>)>>>,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     loop {
-        if rx.recv_many(&mut group, MAX_GROUP).await == 0 {
+        if rx.lock().await.recv_many(&mut group, MAX_GROUP).await == 0 {
             return;
         }
         let (records, answers): (Vec<Record>, Vec<oneshot::Sender<bool>>) = group.drain(..).unzip();
