@@ -141,16 +141,28 @@ async fn lease_renewal_and_reaping_skip_rows_another_transaction_holds() {
         .await
         .expect("the reaper waited on the locked row")
         .expect("reap");
-    assert_eq!(reaped, N - 1, "every expired row but the locked one is reaped");
+    assert_eq!(
+        reaped,
+        N - 1,
+        "every expired row but the locked one is reaped"
+    );
     locker.rollback().await.expect("rollback");
 
     // Released, the row is renewed and reaped like any other.
     assert_eq!(
-        t.app.db.renew_leases(&held[..1], now + 5_000).await.expect("renew"),
+        t.app
+            .db
+            .renew_leases(&held[..1], now + 5_000)
+            .await
+            .expect("renew"),
         1
     );
     assert_eq!(
-        t.app.db.reap_expired_leases(now + 60_000).await.expect("reap"),
+        t.app
+            .db
+            .reap_expired_leases(now + 60_000)
+            .await
+            .expect("reap"),
         1
     );
     t.stop().await;
