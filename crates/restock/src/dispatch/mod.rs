@@ -349,8 +349,11 @@ async fn renew_leases(app: App, leases: Leases, stop: CancellationToken) {
 /// each taking the next group when it is free).
 #[derive(Clone)]
 struct Recorder {
-    tx: mpsc::Sender<(Record, oneshot::Sender<bool>)>,
+    tx: mpsc::Sender<Pending>,
 }
+
+/// An outcome to write, and who waits to hear whether it was written.
+type Pending = (Record, oneshot::Sender<bool>);
 
 impl Recorder {
     fn start(app: &App) -> Recorder {
@@ -377,10 +380,7 @@ impl Recorder {
     }
 }
 
-async fn record_groups(
-    app: App,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(Record, oneshot::Sender<bool>)>>>,
-) {
+async fn record_groups(app: App, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     loop {
         if rx.lock().await.recv_many(&mut group, MAX_GROUP).await == 0 {
