@@ -10,32 +10,39 @@ use restock::util::Clock;
 use restock_core::ids::StoreId;
 use serde_json::json;
 
+/// A store whose sold-out S-42 has `n` shoppers waiting and has just come back (50
+/// in stock), with every alert planned.
+async fn restock_with_waiters(t: &TestApp, name: &str, n: u64) -> common::StoreKeys {
+    let store = t.create_store(name).await;
+    t.seed_catalog(&store).await;
+    t.stock(&store, json!([{"sku": "S-42", "available": 0}]))
+        .await;
+    let variant = t
+        .app
+        .db
+        .variant_by_sku(StoreId(store.id), "S-42")
+        .await
+        .expect("query")
+        .expect("variant");
+    t.app
+        .db
+        .bench_seed_waiting_list(StoreId(store.id), variant.product_id, variant.id, n)
+        .await
+        .expect("seed");
+    t.advance(1_000);
+    let body = t
+        .stock(&store, json!([{"sku": "S-42", "available": 50}]))
+        .await;
+    assert_eq!(t.planned(&store, &body).await, n as i64);
+    store
+}
+
 both_dbs!(
     racing_workers_send_each_notification_once,
     |backend: Backend| async move {
         const N: u64 = 600;
         let t = TestApp::spawn_with(backend, "[dispatch]\nbatch_size = 25\nconcurrency = 4").await;
-        let store = t.create_store("race").await;
-        t.seed_catalog(&store).await;
-        t.stock(&store, json!([{"sku": "S-42", "available": 0}]))
-            .await;
-        let variant = t
-            .app
-            .db
-            .variant_by_sku(StoreId(store.id), "S-42")
-            .await
-            .expect("query")
-            .expect("variant");
-        t.app
-            .db
-            .bench_seed_waiting_list(StoreId(store.id), variant.product_id, variant.id, N)
-            .await
-            .expect("seed");
-        t.advance(1_000);
-        let body = t
-            .stock(&store, json!([{"sku": "S-42", "available": 50}]))
-            .await;
-        assert_eq!(t.planned(&store, &body).await, N as i64);
+        let store = restock_with_waiters(&t, "race", N).await;
 
         // Three more "instances": their own app on the same database, each with its own
         // channel so we can count what each one sent.
@@ -93,27 +100,7 @@ both_dbs!(
 async fn lease_renewal_and_reaping_skip_rows_another_transaction_holds() {
     const N: u64 = 5;
     let t = TestApp::spawn(Backend::Postgres).await;
-    let store = t.create_store("locked").await;
-    t.seed_catalog(&store).await;
-    t.stock(&store, json!([{"sku": "S-42", "available": 0}]))
-        .await;
-    let variant = t
-        .app
-        .db
-        .variant_by_sku(StoreId(store.id), "S-42")
-        .await
-        .expect("query")
-        .expect("variant");
-    t.app
-        .db
-        .bench_seed_waiting_list(StoreId(store.id), variant.product_id, variant.id, N)
-        .await
-        .expect("seed");
-    t.advance(1_000);
-    let body = t
-        .stock(&store, json!([{"sku": "S-42", "available": 50}]))
-        .await;
-    assert_eq!(t.planned(&store, &body).await, N as i64);
+    restock_with_waiters(&t, "locked", N).await;
     let now = t.now();
     let claimed = t.app.db.claim_due(now, 1_000, 100).await.expect("claim");
     assert_eq!(claimed.len(), N as usize);
