@@ -168,18 +168,7 @@ fn stock(sku: &str, available: i64, at: i64) -> StockUpdate {
 
 /// A store with one product and one sold-out variant.
 async fn seed_store(db: &Db, slug: &str) -> anyhow::Result<(StoreId, i64, i64)> {
-    let created = db
-        .create_store(
-            NewStore {
-                name: "Bench",
-                slug,
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
-        .await?;
+    let created = db.create_store(NewStore::plain("Bench", slug), 0).await?;
     let store = created.store.store_id();
     let url = HttpUrl::parse("https://bench.example/p/1")?;
     let product = ProductInput {
@@ -194,18 +183,7 @@ async fn seed_store(db: &Db, slug: &str) -> anyhow::Result<(StoreId, i64, i64)> 
         min_stock: None,
         notify_threshold: None,
         release: None,
-        variants: vec![VariantInput {
-            sku: Sku::parse("B-1")?,
-            title: "One".into(),
-            options: Default::default(),
-            price_minor: None,
-            image_url: None,
-            url: None,
-            min_stock: None,
-            notify_threshold: None,
-            inventory_item_id: None,
-            inventory_policy: Default::default(),
-        }],
+        variants: vec![VariantInput::plain(Sku::parse("B-1")?, "One")],
     };
     let (product_id, _) = db.upsert_product(store, &product, 1).await?;
     let variant = db.variant_by_sku(store, "B-1").await?.context("variant")?;

@@ -48,34 +48,15 @@ async fn seed_catalog(db: &Db, slug: &str) -> anyhow::Result<StoreId> {
 
 /// [`seed_catalog`], with the store's API key.
 pub(super) async fn seed_catalog_keyed(db: &Db, slug: &str) -> anyhow::Result<(StoreId, String)> {
-    let created = db
-        .create_store(
-            NewStore {
-                name: "Bench",
-                slug,
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
-        .await?;
+    let created = db.create_store(NewStore::plain("Bench", slug), 0).await?;
     let store = created.store.store_id();
     for p in 0..VARIANTS / VARIANTS_PER_PRODUCT {
         let variants = (p * VARIANTS_PER_PRODUCT..(p + 1) * VARIANTS_PER_PRODUCT)
             .map(|i| {
-                Ok(VariantInput {
-                    sku: Sku::parse(&sku(i))?,
-                    title: format!("Variant {i}"),
-                    options: Default::default(),
-                    price_minor: None,
-                    image_url: None,
-                    url: None,
-                    min_stock: None,
-                    notify_threshold: None,
-                    inventory_item_id: None,
-                    inventory_policy: Default::default(),
-                })
+                Ok(VariantInput::plain(
+                    Sku::parse(&sku(i))?,
+                    format!("Variant {i}"),
+                ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let product = ProductInput {

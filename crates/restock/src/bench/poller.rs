@@ -164,16 +164,7 @@ async fn raw_read(url: &str, table: &str) -> anyhow::Result<f64> {
 /// A store whose catalog has V-1 … V-`rows`: one product, its variants written set-wise.
 async fn seed_catalog(db: &Db, rows: u64) -> anyhow::Result<restock_core::ids::StoreId> {
     let created = db
-        .create_store(
-            NewStore {
-                name: "Bench",
-                slug: "poller",
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
+        .create_store(NewStore::plain("Bench", "poller"), 0)
         .await?;
     let store = created.store.store_id();
     let product = ProductInput {
@@ -188,18 +179,7 @@ async fn seed_catalog(db: &Db, rows: u64) -> anyhow::Result<restock_core::ids::S
         min_stock: None,
         notify_threshold: None,
         release: None,
-        variants: vec![VariantInput {
-            sku: Sku::parse("V-0")?,
-            title: "Variant 0".into(),
-            options: Default::default(),
-            price_minor: None,
-            image_url: None,
-            url: None,
-            min_stock: None,
-            notify_threshold: None,
-            inventory_item_id: None,
-            inventory_policy: Default::default(),
-        }],
+        variants: vec![VariantInput::plain(Sku::parse("V-0")?, "Variant 0")],
     };
     db.upsert_product(store, &product, 1).await?;
     db.bench_seed_variants(store, rows).await?;

@@ -50,6 +50,25 @@ pub struct VariantInput {
     pub inventory_policy: InventoryPolicy,
 }
 
+impl VariantInput {
+    /// A variant with its SKU and title and nothing else set (no price of its own,
+    /// links, thresholds or inventory mapping; the default inventory policy).
+    pub fn plain(sku: Sku, title: impl Into<String>) -> Self {
+        VariantInput {
+            sku,
+            title: title.into(),
+            options: BTreeMap::new(),
+            price_minor: None,
+            image_url: None,
+            url: None,
+            min_stock: None,
+            notify_threshold: None,
+            inventory_item_id: None,
+            inventory_policy: InventoryPolicy::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProductRow {
     pub id: i64,

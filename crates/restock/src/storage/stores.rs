@@ -58,6 +58,20 @@ pub struct NewStore<'a> {
     pub woocommerce_secret: Option<&'a str>,
 }
 
+impl<'a> NewStore<'a> {
+    /// A store with its name and slug only: no storefront origins, no platform
+    /// secrets.
+    pub fn plain(name: &'a str, slug: &'a str) -> Self {
+        NewStore {
+            name,
+            slug,
+            allowed_origins: &[],
+            shopify_secret: None,
+            woocommerce_secret: None,
+        }
+    }
+}
+
 macro_rules! store_columns {
     () => {
         "id, name, slug, publishable_key, shopify_secret, woocommerce_secret, allowed_origins, min_stock, notify_threshold, created_at, retention_days, policy, currency, shopify_domain"

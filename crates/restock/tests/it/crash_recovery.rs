@@ -74,16 +74,7 @@ impl Setup {
         .expect("write config");
         let created = db
             .db
-            .create_store(
-                NewStore {
-                    name: "Crash",
-                    slug: "crash",
-                    allowed_origins: &[],
-                    shopify_secret: None,
-                    woocommerce_secret: None,
-                },
-                0,
-            )
+            .create_store(NewStore::plain("Crash", "crash"), 0)
             .await
             .expect("store");
         Setup {

@@ -96,16 +96,7 @@ const WINDOW_MS: i64 = 1_000_000;
 
 async fn seed(db: &Db) -> (StoreId, ProductId, Vec<VariantId>) {
     let store = db
-        .create_store(
-            NewStore {
-                name: "P",
-                slug: "p",
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
+        .create_store(NewStore::plain("P", "p"), 0)
         .await
         .expect("store")
         .store
@@ -115,18 +106,7 @@ async fn seed(db: &Db) -> (StoreId, ProductId, Vec<VariantId>) {
         ..StorePolicy::default()
     };
     db.set_store_policy(store, &policy).await.expect("policy");
-    let variant = |sku: &str| VariantInput {
-        sku: Sku::parse(sku).expect("sku"),
-        title: sku.into(),
-        options: Default::default(),
-        price_minor: None,
-        image_url: None,
-        url: None,
-        min_stock: None,
-        notify_threshold: None,
-        inventory_item_id: None,
-        inventory_policy: Default::default(),
-    };
+    let variant = |sku: &str| VariantInput::plain(Sku::parse(sku).expect("sku"), sku);
     let product = ProductInput {
         external_id: "p".into(),
         title: "P".into(),

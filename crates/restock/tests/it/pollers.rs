@@ -686,13 +686,7 @@ async fn two_instances_share_the_poller_and_take_over_when_one_dies() {
     let created = db
         .db
         .create_store(
-            restock::storage::stores::NewStore {
-                name: "Lease",
-                slug: "lease",
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
+            restock::storage::stores::NewStore::plain("Lease", "lease"),
             0,
         )
         .await

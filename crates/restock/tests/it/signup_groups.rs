@@ -228,31 +228,16 @@ async fn seed_two_variants(
     db: &restock::storage::Db,
 ) -> (StoreId, ProductId, VariantId, VariantId) {
     let store = db
-        .create_store(
-            NewStore {
-                name: "G",
-                slug: "g",
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
+        .create_store(NewStore::plain("G", "g"), 0)
         .await
         .expect("store")
         .store
         .store_id();
-    let variant = |sku: &str| restock::storage::catalog::VariantInput {
-        sku: restock_core::values::Sku::parse(sku).expect("sku"),
-        title: sku.into(),
-        options: Default::default(),
-        price_minor: None,
-        image_url: None,
-        url: None,
-        min_stock: None,
-        notify_threshold: None,
-        inventory_item_id: None,
-        inventory_policy: Default::default(),
+    let variant = |sku: &str| {
+        restock::storage::catalog::VariantInput::plain(
+            restock_core::values::Sku::parse(sku).expect("sku"),
+            sku,
+        )
     };
     let product = restock::storage::catalog::ProductInput {
         external_id: "p".into(),
@@ -305,29 +290,25 @@ async fn signup_rows(db: &restock::storage::Db) -> [Rows; 4] {
     ];
     let mut out: [Rows; 4] = Default::default();
     for (q, rows) in queries.iter().zip(out.iter_mut()) {
+        // The same reading for either pool type.
+        macro_rules! as_text {
+            ($pool:expr) => {
+                sqlx::query(*q)
+                    .fetch_all($pool)
+                    .await
+                    .expect("dump")
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.get::<Option<String>, _>(i))
+                            .collect()
+                    })
+                    .collect()
+            };
+        }
         *rows = match db {
-            restock::storage::Db::Sqlite(p) => sqlx::query(*q)
-                .fetch_all(p)
-                .await
-                .expect("dump")
-                .iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.get::<Option<String>, _>(i))
-                        .collect()
-                })
-                .collect(),
-            restock::storage::Db::Postgres(p) => sqlx::query(*q)
-                .fetch_all(p)
-                .await
-                .expect("dump")
-                .iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.get::<Option<String>, _>(i))
-                        .collect()
-                })
-                .collect(),
+            restock::storage::Db::Sqlite(p) => as_text!(p),
+            restock::storage::Db::Postgres(p) => as_text!(p),
         };
     }
     out

@@ -84,36 +84,21 @@ static STORES: AtomicUsize = AtomicUsize::new(0);
 async fn seed(db: &Db) -> StoreId {
     let slug = format!("s{}", STORES.fetch_add(1, Ordering::Relaxed));
     let store = db
-        .create_store(
-            NewStore {
-                name: "S",
-                slug: &slug,
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
+        .create_store(NewStore::plain("S", &slug), 0)
         .await
         .expect("store")
         .store
         .store_id();
     let variants = (0..VARIANTS)
         .map(|i| VariantInput {
-            sku: Sku::parse(&sku(i)).expect("sku"),
-            title: sku(i),
-            options: Default::default(),
-            price_minor: None,
-            image_url: None,
-            url: None,
             min_stock: (i == 1).then_some(1),
             notify_threshold: (i == 2).then_some(3),
-            inventory_item_id: None,
             inventory_policy: if i == 3 {
                 InventoryPolicy::Preorder
             } else {
                 InventoryPolicy::Deny
             },
+            ..VariantInput::plain(Sku::parse(&sku(i)).expect("sku"), sku(i))
         })
         .collect();
     let product = ProductInput {

@@ -934,16 +934,7 @@ async fn two_instances_sharing(
     let db = common::TestDb::new(Backend::Postgres).await;
     let created = db
         .db
-        .create_store(
-            restock::storage::stores::NewStore {
-                name: "Two",
-                slug: "two",
-                allowed_origins: &[],
-                shopify_secret: None,
-                woocommerce_secret: None,
-            },
-            0,
-        )
+        .create_store(restock::storage::stores::NewStore::plain("Two", "two"), 0)
         .await
         .expect("store");
     let http = restock::tls::http_client_builder()
