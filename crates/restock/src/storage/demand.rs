@@ -16,6 +16,16 @@ pub enum Target {
     Product(ProductId),
 }
 
+impl Target {
+    /// The product, and the variant id as stored (`None`: any variant of it).
+    fn columns(self) -> (ProductId, Option<i64>) {
+        match self {
+            Target::Variant { product, variant } => (product, Some(variant.0)),
+            Target::Product(product) => (product, None),
+        }
+    }
+}
+
 /// Where a consent was given, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConsentInput {
@@ -259,10 +269,7 @@ macro_rules! subscribe_in {
     ($tx:ident, $store:expr, $s:expr, $now:expr) => {{
         let (store, s, now): (StoreId, &SignUp, i64) = ($store, $s, $now);
         async {
-            let (product, variant) = match s.target {
-                Target::Variant { product, variant } => (product, Some(variant.0)),
-                Target::Product(product) => (product, None),
-            };
+            let (product, variant) = s.target.columns();
             let market = s.market.as_ref().map(|m| m.as_str().to_string());
             let (shopper, contact, suppressed, opted_out, narrow, created) =
                 shopper_for_email!($tx, store, s.email, now);
@@ -364,10 +371,7 @@ async fn subscribe_new_pg(
     now: i64,
 ) -> Result<Option<SubscribeOutcome>> {
     let key = s.email.identity_key();
-    let (product, variant) = match s.target {
-        Target::Variant { product, variant } => (product, Some(variant.0)),
-        Target::Product(product) => (product, None),
-    };
+    let (product, variant) = s.target.columns();
     let written: std::result::Result<Option<(i64, i64)>, sqlx::Error> = sqlx::query_as(
         "WITH sh AS ( \
              INSERT INTO shoppers (store_id, time_zone, created_at, updated_at) \
@@ -483,10 +487,7 @@ async fn subscribe_new_sqlite(
     for (n, &i) in fresh.iter().enumerate() {
         let (store, s, now) = signups[i];
         let n = n as i64 + 1;
-        let (product, variant) = match s.target {
-            Target::Variant { product, variant } => (product, Some(variant.0)),
-            Target::Product(product) => (product, None),
-        };
+        let (product, variant) = s.target.columns();
         rows.push(serde_json::json!({
             "shopper": shopper0 + n, "contact": contact0 + n, "consent": consent0 + n,
             "subscription": subscription0 + n, "store": store.0, "now": now,
