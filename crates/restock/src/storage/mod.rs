@@ -85,6 +85,18 @@ pub(crate) trait Dialect {
     /// id up in the column's index. (PostgreSQL plans a plain `IN (subquery)` of a
     /// few ids as a hash join over the whole table.)
     fn in_ids(&self, column: &str, subquery: &str) -> String;
+
+    /// `column` is one of the ids in the first place of each row of the JSON array
+    /// `param` ([`Dialect::json_rows`]), looked up in the column's index. A statement
+    /// that joins such rows by id says so as well: left to itself, PostgreSQL may
+    /// hash the JSON rows and scan the whole table for them (every outbox row for
+    /// each group of outcomes when its statistics predate a large restock).
+    fn in_json_ids(&self, column: &str, param: &str) -> String {
+        self.in_ids(
+            column,
+            &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", self.json_rows(param)),
+        )
+    }
 }
 
 impl Dialect for SqlitePool {

@@ -246,7 +246,7 @@ impl Db {
                  FROM restock_events e JOIN variants v ON v.id = e.variant_id JOIN products p ON p.id = v.product_id \
                  JOIN stores st ON st.id = v.store_id LEFT JOIN categories c ON c.id = p.category_id \
                  WHERE {}",
-                pool.in_ids("e.id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
+                pool.in_json_ids("e.id", "$1")
             );
             let rows: Vec<RestockFacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(as_rows(&restocks))
@@ -273,7 +273,7 @@ impl Db {
                  JOIN shoppers sh ON sh.id = n.shopper_id \
                  LEFT JOIN contact_points cp ON cp.id = n.contact_point_id \
                  WHERE {}",
-                pool.in_ids("n.id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
+                pool.in_json_ids("n.id", "$1")
             );
             let rows: Vec<ShopperFacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(as_rows(&notification_ids))
@@ -300,7 +300,7 @@ impl Db {
                 "SELECT shopper_id, sent_at FROM notifications WHERE state = 'done' \
                    AND purpose IN ('alert', 'reminder') AND sent_at > $2 \
                    AND {}",
-                pool.in_ids("shopper_id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1")))
+                pool.in_json_ids("shopper_id", "$1")
             );
             let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(json_id_rows(shoppers))
@@ -345,9 +345,10 @@ impl Db {
                     "UPDATE notifications SET state = 'done', sent_at = j.nat, lease_until = NULL, last_error = NULL, updated_at = j.nat \
                      FROM (SELECT CAST(value ->> 0 AS BIGINT) AS nid, CAST(value ->> 1 AS BIGINT) AS natt, \
                                   CAST(value ->> 2 AS BIGINT) AS nat FROM {}) AS j \
-                     WHERE id = j.nid AND attempts = j.natt AND state IN ('running', 'pending') \
+                     WHERE id = j.nid AND attempts = j.natt AND state IN ('running', 'pending') AND {} \
                      RETURNING id",
-                    pool.json_rows("$1")
+                    pool.json_rows("$1"),
+                    pool.in_json_ids("id", "$1")
                 );
                 let done: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(&sent_rows)
@@ -374,8 +375,9 @@ impl Db {
                     let sql = format!(
                         "UPDATE subscriptions SET status = 'notified', notified_at = j.nat, updated_at = j.nat \
                          FROM (SELECT CAST(value ->> 0 AS BIGINT) AS sid, CAST(value ->> 1 AS BIGINT) AS nat FROM {}) AS j \
-                         WHERE id = j.sid AND status = 'waiting'",
-                        pool.json_rows("$1")
+                         WHERE id = j.sid AND status = 'waiting' AND {}",
+                        pool.json_rows("$1"),
+                        pool.in_json_ids("id", "$1")
                     );
                     sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(serde_json::Value::from(fulfilled).to_string())
@@ -391,8 +393,9 @@ impl Db {
                            n.variant_id, 'reminder', n.channel, n.contact_point_id, n.recipient, n.wave, 'pending', 0, j.due, j.nat, j.nat \
                          FROM notifications n JOIN (SELECT CAST(value ->> 0 AS BIGINT) AS nid, CAST(value ->> 1 AS BIGINT) AS due, \
                                 CAST(value ->> 2 AS BIGINT) AS nat FROM {}) AS j ON n.id = j.nid \
-                         WHERE TRUE ON CONFLICT DO NOTHING",
-                        pool.json_rows("$1")
+                         WHERE {} ON CONFLICT DO NOTHING",
+                        pool.json_rows("$1"),
+                        pool.in_json_ids("n.id", "$1")
                     );
                     sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(serde_json::Value::from(reminders).to_string())
@@ -519,7 +522,7 @@ impl Db {
                  UPDATE notifications SET lease_until = $2 \
                  FROM (SELECT CAST(value ->> 0 AS BIGINT) AS nid, CAST(value ->> 1 AS BIGINT) AS natt FROM {}) AS j \
                  WHERE {} AND id = j.nid AND attempts = j.natt AND state = 'running'",
-                pool.in_ids("id", &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", pool.json_rows("$1"))),
+                pool.in_json_ids("id", "$1"),
                 pool.skip_locked(),
                 pool.json_rows("$1"),
                 pool.in_ids("id", "SELECT id FROM mine"),
