@@ -305,16 +305,16 @@ async fn transact(session: &mut Session, envelope: &Envelope, message: &[u8]) ->
 /// gets a second one; then the terminating `CRLF . CRLF`, as lettre sends it.
 fn dot_stuffed(message: &str) -> String {
     let mut out = String::with_capacity(message.len() + 64);
-    let mut line_start = true;
-    let mut after_cr = false;
-    for c in message.chars() {
-        if line_start && c == '.' {
-            out.push('.');
-        }
-        out.push(c);
-        line_start = after_cr && c == '\n';
-        after_cr = c == '\r';
+    if message.starts_with('.') {
+        out.push('.');
     }
+    let mut rest = message;
+    while let Some(at) = rest.find("\r\n.") {
+        out.push_str(&rest[..at + 3]);
+        out.push('.');
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
     out.push_str("\r\n.\r\n");
     out
 }
@@ -397,5 +397,20 @@ mod tests {
         // Only CRLF ends a line, as lettre's codec has it.
         assert_eq!(dot_stuffed("x\n.y\r.z"), "x\n.y\r.z\r\n.\r\n");
         assert_eq!(dot_stuffed(""), "\r\n.\r\n");
+        assert_eq!(dot_stuffed(".\r\n.\r\n."), "..\r\n..\r\n..\r\n.\r\n");
+    }
+
+    proptest::proptest! {
+        /// Against the rule as RFC 5321 states it, line by line.
+        #[test]
+        fn stuffing_doubles_the_dot_that_starts_each_line(
+            message in "([.\r\nab]|é){0,40}"
+        ) {
+            let lines: Vec<String> = message
+                .split("\r\n")
+                .map(|l| if l.starts_with('.') { format!(".{l}") } else { l.to_string() })
+                .collect();
+            proptest::prop_assert_eq!(dot_stuffed(&message), lines.join("\r\n") + "\r\n.\r\n");
+        }
     }
 }
