@@ -10,6 +10,12 @@ use restock::storage::outbox::Replay;
 use restock::storage::stores::NewStore;
 use tokio_util::sync::CancellationToken;
 
+/// Sending a message allocates and frees many short strings (rendering, MIME
+/// encoding, SMTP lines) on every worker thread; with glibc's allocator, malloc and
+/// free took about 8 % of the CPU while sending.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "restock",
