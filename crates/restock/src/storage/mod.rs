@@ -94,7 +94,10 @@ pub(crate) trait Dialect {
     fn in_json_ids(&self, column: &str, param: &str) -> String {
         self.in_ids(
             column,
-            &format!("SELECT CAST(value ->> 0 AS BIGINT) FROM {}", self.json_rows(param)),
+            &format!(
+                "SELECT CAST(value ->> 0 AS BIGINT) FROM {}",
+                self.json_rows(param)
+            ),
         )
     }
 }
