@@ -115,7 +115,10 @@ impl SmtpSink {
         sink
     }
 
-    /// Every message received so far, oldest file name first.
+    /// Every message received so far, oldest file name first. smtp-sink opens a
+    /// session's dump file at `MAIL FROM` and leaves it behind for a while when the
+    /// transaction goes no further (a rejected `RCPT`, a dropped session), empty or
+    /// holding the envelope only: a message is a dump with a recipient and content.
     pub fn messages(&self) -> Vec<ReceivedMessage> {
         let mut paths: Vec<_> = std::fs::read_dir(self.dir.path())
             .expect("read dump dir")
@@ -130,6 +133,7 @@ impl SmtpSink {
         paths
             .iter()
             .map(|p| parse_dump(&std::fs::read(p).expect("read dump")))
+            .filter(|m| !m.rcpt_to.is_empty() && !m.message.is_empty())
             .collect()
     }
 
