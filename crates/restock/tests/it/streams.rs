@@ -140,6 +140,19 @@ impl Js {
             .expect("consumer")
     }
 
+    /// Waits until the durable consumer has nothing pending and nothing awaiting
+    /// an acknowledgement (each message is acknowledged once what came of it
+    /// committed).
+    async fn settled(&self, durable: &str, secs: u64) {
+        eventually(secs, &format!("{durable}: all acknowledged"), || async {
+            let mut c = self.consumer(durable).await;
+            c.info()
+                .await
+                .is_ok_and(|i| i.num_ack_pending == 0 && i.num_pending == 0)
+        })
+        .await;
+    }
+
     async fn drop_stream(self) {
         let _ = self.js.delete_stream(&self.stream).await;
     }
@@ -207,15 +220,8 @@ both_dbs!(
         assert_eq!(dead.len(), 1, "{dead:?}");
         assert_eq!(dead[0]["source"], "inventory");
         assert_eq!(dead[0]["payload"], "{not json");
-        // Everything acknowledged, the unreadable message too (each message is
-        // acknowledged once what came of it has committed).
-        eventually(10, "all acknowledged", || async {
-            let mut c = js.consumer("restock-a").await;
-            c.info()
-                .await
-                .is_ok_and(|i| i.num_ack_pending == 0 && i.num_pending == 0)
-        })
-        .await;
+        // Everything acknowledged, the unreadable message too.
+        js.settled("restock-a", 10).await;
         // The restock is planned once.
         restock::planning::plan_due(&t.app).await.expect("plans");
         let planned = t.outbox(&s).await["pending"].as_i64();
@@ -368,13 +374,7 @@ both_dbs!(
             "{dead:?}"
         );
         assert_eq!(level(&t, &s, "S-42").await, 0, "not applied");
-        eventually(10, "all settled", || async {
-            let mut c = js.consumer("shared").await;
-            c.info()
-                .await
-                .is_ok_and(|i| i.num_ack_pending == 0 && i.num_pending == 0)
-        })
-        .await;
+        js.settled("shared", 10).await;
         let page = metrics_page(&t.http, &t.base).await;
         assert_eq!(metric(&page, APPLIED), 1.0, "{page}");
         // Replaying the dead letter applies it.
@@ -1011,13 +1011,7 @@ async fn two_serve_processes_on_one_postgres_share_a_jetstream_consumer() {
     })
     .await;
     // Settled: nothing pending, nothing applied twice.
-    eventually(10, "all acknowledged", || async {
-        let mut c = js.consumer("shared").await;
-        c.info()
-            .await
-            .is_ok_and(|i| i.num_ack_pending == 0 && i.num_pending == 0)
-    })
-    .await;
+    js.settled("shared", 10).await;
     let (a, b) = (applied(base_a.clone()).await, applied(base_b.clone()).await);
     assert_eq!(a + b, N, "each update applied once in total (a {a}, b {b})");
     assert!(
@@ -1069,13 +1063,7 @@ async fn messages_held_by_a_frozen_instance_are_redelivered_to_the_other_and_app
     );
     // A wakes up and deals with what it held: B applied all of it already.
     signal(&a, "-CONT");
-    eventually(30, "all acknowledged", || async {
-        let mut c = js.consumer("shared").await;
-        c.info()
-            .await
-            .is_ok_and(|i| i.num_ack_pending == 0 && i.num_pending == 0)
-    })
-    .await;
+    js.settled("shared", 30).await;
     let (got_a, got_b) = (applied(base_a.clone()).await, applied(base_b.clone()).await);
     assert_eq!(got_a + got_b, N, "each applied once: a {got_a}, b {got_b}");
     let want: i64 = (0..N).map(|i| (i % 3 + 1) as i64).sum();
