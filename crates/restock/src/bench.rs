@@ -92,6 +92,9 @@ pub struct BenchArgs {
 
 struct BenchDb {
     db: Db,
+    /// Stops the SQLite checkpointer, which runs beside the bench as it runs beside
+    /// the server.
+    _checkpointer: tokio_util::sync::DropGuard,
     _dir: Option<tempfile_dir::TempDir>,
     schema: Option<(String, String)>,
 }
@@ -113,8 +116,11 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
         std::fs::create_dir_all(&dir)?;
         let db = Db::connect_url(&format!("sqlite://{}/bench.db", dir.display()), 8).await?;
         db.migrate().await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        db.start_checkpointer(stop.clone());
         Ok(BenchDb {
             db,
+            _checkpointer: stop.drop_guard(),
             _dir: Some(tempfile_dir::TempDir(dir)),
             schema: None,
         })
@@ -129,6 +135,7 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
         db.migrate().await?;
         Ok(BenchDb {
             db,
+            _checkpointer: tokio_util::sync::CancellationToken::new().drop_guard(),
             _dir: None,
             schema: Some((spec.to_string(), schema)),
         })

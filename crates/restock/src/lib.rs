@@ -71,6 +71,7 @@ pub async fn run(
         .dispatch
         .enabled
         .then(|| tokio::spawn(planning::run_worker(app.clone(), shutdown.clone())));
+    let checkpointer = app.db.start_checkpointer(shutdown.clone());
     let events = events::start_jetstream(&app, shutdown.clone());
     let intake = app
         .config
@@ -95,6 +96,9 @@ pub async fn run(
     }
     if let Some(events) = events {
         events.await?;
+    }
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.await?;
     }
     app.db.close().await;
     tracing::info!("restock stopped");

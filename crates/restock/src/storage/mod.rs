@@ -15,6 +15,7 @@
 //! committed in groups on SQLite).
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod demand;
 pub mod intake_log;
 pub mod markets;
@@ -247,7 +248,11 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
-                .row_buffer_size(SQLITE_ROW_BUFFER);
+                .row_buffer_size(SQLITE_ROW_BUFFER)
+                .pragma(
+                    "wal_autocheckpoint",
+                    checkpoint::WAL_BACKSTOP_PAGES.to_string(),
+                );
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(2))
                 .acquire_timeout(acquire_timeout)

@@ -32,6 +32,7 @@ mod shopify_webhook;
 mod signup_groups;
 mod slow_clients;
 mod sources;
+mod sqlite_wal;
 mod stock_and_planning;
 mod stock_batches;
 mod store_isolation;
