@@ -303,3 +303,51 @@ async fn postgres_restarting_mid_delivery_loses_and_duplicates_nothing() {
     shutdown.cancel();
     server.await.expect("server task").expect("stops");
 }
+
+/// A pooled connection is handed out without a check while it is in use, but one
+/// that sat idle is checked first: a connection the server dropped while it idled
+/// (a restart, an idle timeout, an operator's `pg_terminate_backend`) is replaced,
+/// and the request that takes it out of the pool never sees the dead one.
+#[tokio::test]
+async fn a_connection_dropped_while_idle_in_the_pool_is_replaced_before_use() {
+    let t = common::TestDb::new(common::Backend::Postgres).await;
+    let db = Db::connect_url(&t.url, 2).await.expect("connects");
+    let Db::Postgres(pool) = &db else {
+        unreachable!("a PostgreSQL pool")
+    };
+    let (mut a, mut b) = (
+        pool.acquire().await.expect("first"),
+        pool.acquire().await.expect("second"),
+    );
+    let mut pids = Vec::new();
+    for conn in [&mut a, &mut b] {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pid");
+        pids.push(pid);
+    }
+    drop((a, b));
+    let admin = sqlx::PgPool::connect(&common::pg_url())
+        .await
+        .expect("admin");
+    for pid in &pids {
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&admin)
+            .await
+            .expect("terminate");
+        assert!(ended, "backend {pid} terminated");
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for _ in 0..4 {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(pool)
+            .await
+            .expect("a query after the pool's connections were dropped succeeds");
+        assert!(!pids.contains(&pid), "a new connection, not a dropped one");
+    }
+    db.close().await;
+    admin.close().await;
+    t.cleanup().await;
+}
