@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod demand;
 pub mod intake_log;
 pub mod markets;
+mod nodelay;
 pub mod orders;
 pub mod outbox;
 pub mod planning;
@@ -240,6 +241,23 @@ fn pool_options<DB: sqlx::Database>(
         })
 }
 
+/// [`pool_options`], and `TCP_NODELAY` on each new connection ([`nodelay`]).
+fn pg_pool_options(
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> sqlx::pool::PoolOptions<sqlx::Postgres> {
+    pool_options(max_connections, acquire_timeout).after_connect(|conn, _| {
+        Box::pin(async move {
+            if !nodelay::set_on(conn).await? {
+                tracing::debug!(
+                    "TCP_NODELAY not set on a PostgreSQL connection (its socket was not found)"
+                );
+            }
+            Ok(())
+        })
+    })
+}
+
 #[derive(Clone, Debug)]
 pub enum Db {
     Sqlite(SqlitePool),
@@ -290,7 +308,7 @@ impl Db {
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
-            let pool = pool_options(max_connections, acquire_timeout)
+            let pool = pg_pool_options(max_connections, acquire_timeout)
                 .connect_with(opts)
                 .await?;
             Ok(Db::Postgres(pool))
@@ -315,7 +333,7 @@ impl Db {
         .await?;
         admin.close().await;
         let opts = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
-        let pool = pool_options(max_connections, Duration::from_secs(30))
+        let pool = pg_pool_options(max_connections, Duration::from_secs(30))
             .connect_with(opts)
             .await?;
         Ok(Db::Postgres(pool))

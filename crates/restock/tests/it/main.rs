@@ -9,6 +9,7 @@ mod common;
 
 mod cli;
 mod concurrency;
+mod connections;
 mod contract;
 mod crash_recovery;
 mod csv_import;
@@ -32,7 +33,6 @@ mod shopify_webhook;
 mod signup_groups;
 mod slow_clients;
 mod sources;
-mod sqlite_wal;
 mod stock_and_planning;
 mod stock_batches;
 mod store_isolation;
