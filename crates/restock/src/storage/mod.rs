@@ -19,7 +19,7 @@ pub mod checkpoint;
 pub mod demand;
 pub mod intake_log;
 pub mod markets;
-mod nodelay;
+pub mod nodelay;
 pub mod orders;
 pub mod outbox;
 pub mod planning;

@@ -34,15 +34,18 @@ pub(crate) async fn set_on(conn: &mut sqlx::PgConnection) -> sqlx::Result<bool> 
     Ok(set_by_ports(local, server))
 }
 
-#[cfg(target_os = "linux")]
 fn set_by_ports(local: u16, server: u16) -> bool {
+    socket_by_ports(local, server).is_some_and(|s| s.set_nodelay(true).is_ok())
+}
+
+/// This process's TCP socket from local port `local` to remote port `peer`, as a
+/// duplicate of its descriptor (closed when dropped; options set on it are the
+/// socket's). `None` where it is not found.
+#[cfg(target_os = "linux")]
+pub fn socket_by_ports(local: u16, peer: u16) -> Option<TcpStream> {
     use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
-    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return false;
-    };
-    let Ok(me) = pidfd_open(getpid(), PidfdFlags::empty()) else {
-        return false;
-    };
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+    let me = pidfd_open(getpid(), PidfdFlags::empty()).ok()?;
     for entry in fds.flatten() {
         let is_socket = std::fs::read_link(entry.path())
             .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
@@ -56,22 +59,20 @@ fn set_by_ports(local: u16, server: u16) -> bool {
         if !is_socket {
             continue;
         }
-        // A duplicate descriptor of our own, closed when dropped; the option is the
-        // socket's, so setting it here sets it for sqlx's descriptor too.
         let Ok(dup) = pidfd_getfd(&me, fd, PidfdGetfdFlags::empty()) else {
             continue;
         };
         let stream = TcpStream::from(dup);
-        let ours = stream.local_addr().is_ok_and(|a| a.port() == local)
-            && stream.peer_addr().is_ok_and(|a| a.port() == server);
-        if ours {
-            return stream.set_nodelay(true).is_ok();
+        if stream.local_addr().is_ok_and(|a| a.port() == local)
+            && stream.peer_addr().is_ok_and(|a| a.port() == peer)
+        {
+            return Some(stream);
         }
     }
-    false
+    None
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_by_ports(_local: u16, _server: u16) -> bool {
-    false
+pub fn socket_by_ports(_local: u16, _peer: u16) -> Option<TcpStream> {
+    None
 }

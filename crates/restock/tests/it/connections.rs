@@ -124,32 +124,6 @@ async fn a_connection_dropped_while_idle_in_the_pool_is_replaced_before_use() {
     t.cleanup().await;
 }
 
-/// `TCP_NODELAY` on a socket of this process, found by its local and peer ports,
-/// read back from the kernel (`getsockopt`).
-fn nodelay_of(local: u16, peer: u16) -> Option<bool> {
-    use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
-    let me = pidfd_open(getpid(), PidfdFlags::empty()).expect("pidfd_open");
-    for entry in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(dup) = pidfd_getfd(&me, fd, PidfdGetfdFlags::empty()) else {
-            continue;
-        };
-        let s = std::net::TcpStream::from(dup);
-        if s.local_addr().is_ok_and(|a| a.port() == local)
-            && s.peer_addr().is_ok_and(|a| a.port() == peer)
-        {
-            return s.nodelay().ok();
-        }
-    }
-    None
-}
-
 /// Every pooled PostgreSQL connection, over TLS (the default `sslmode=prefer`, which
 /// the local server accepts) and without, has `TCP_NODELAY`: a statement written in
 /// more than one piece (each TLS record is one) does not wait for the server's
@@ -176,7 +150,8 @@ async fn postgres_connections_send_without_nagles_delay() {
             .await
             .expect("ports");
             assert_eq!(tls, !url.contains("sslmode=disable"), "{url}: TLS as asked");
-            let set = nodelay_of(local as u16, peer as u16);
+            let set = restock::storage::nodelay::socket_by_ports(local as u16, peer as u16)
+                .map(|s| s.nodelay().expect("getsockopt"));
             assert_eq!(set, Some(true), "{url}: connection from port {local}");
         }
         drop((a, b));
