@@ -93,8 +93,8 @@ pub struct BenchArgs {
 struct BenchDb {
     db: Db,
     /// Stops the SQLite checkpointer, which runs beside the bench as it runs beside
-    /// the server.
-    _checkpointer: tokio_util::sync::DropGuard,
+    /// the server (PostgreSQL has none).
+    _checkpointer: Option<tokio_util::sync::DropGuard>,
     _dir: Option<tempfile_dir::TempDir>,
     schema: Option<(String, String)>,
 }
@@ -120,7 +120,7 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
         db.start_checkpointer(stop.clone());
         Ok(BenchDb {
             db,
-            _checkpointer: stop.drop_guard(),
+            _checkpointer: Some(stop.drop_guard()),
             _dir: Some(tempfile_dir::TempDir(dir)),
             schema: None,
         })
@@ -135,7 +135,7 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
         db.migrate().await?;
         Ok(BenchDb {
             db,
-            _checkpointer: tokio_util::sync::CancellationToken::new().drop_guard(),
+            _checkpointer: None,
             _dir: None,
             schema: Some((spec.to_string(), schema)),
         })

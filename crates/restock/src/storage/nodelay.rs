@@ -31,11 +31,7 @@ pub(crate) async fn set_on(conn: &mut sqlx::PgConnection) -> sqlx::Result<bool> 
     let (Ok(local), Ok(server)) = (u16::try_from(local), u16::try_from(server)) else {
         return Ok(false);
     };
-    Ok(set_by_ports(local, server))
-}
-
-fn set_by_ports(local: u16, server: u16) -> bool {
-    socket_by_ports(local, server).is_some_and(|s| s.set_nodelay(true).is_ok())
+    Ok(socket_by_ports(local, server).is_some_and(|s| s.set_nodelay(true).is_ok()))
 }
 
 /// This process's TCP socket from local port `local` to remote port `peer`, as a

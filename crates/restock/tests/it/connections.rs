@@ -4,7 +4,7 @@
 //! PostgreSQL connections send without Nagle's delay; a pooled connection the
 //! server dropped while it idled is replaced before anyone uses it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common;
 
@@ -46,14 +46,12 @@ async fn the_server_checkpoints_the_wal_and_commits_leave_it_to_the_checkpointer
     assert_eq!(backstop, 10_000);
 
     t.create_store("walshop").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !checkpointed(t.db.dir.path(), "walshop").await {
-        assert!(
-            Instant::now() < deadline,
-            "the store never reached the database file: nothing checkpointed the WAL"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually(
+        10,
+        "the store in the database file (the WAL checkpointed)",
+        || checkpointed(t.db.dir.path(), "walshop"),
+    )
+    .await;
     t.stop().await;
 }
 

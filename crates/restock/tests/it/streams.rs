@@ -9,7 +9,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use common::{Backend, StoreKeys, TestApp};
+use common::{Backend, StoreKeys, TestApp, eventually};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -22,23 +22,6 @@ fn unique(prefix: &str) -> String {
         "{prefix}_{}",
         restock::util::random_token(8).replace(['-', '_'], "x")
     )
-}
-
-/// Polls `check` until it holds, or fails the test after `secs` (streams deliver
-/// asynchronously; the test waits for what a user would see).
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn level(t: &TestApp, s: &StoreKeys, sku: &str) -> i64 {
