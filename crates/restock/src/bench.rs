@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{EmailChannel, MemoryOutbox};
 use crate::config::Config;
-use crate::storage::Db;
 use crate::storage::catalog::{ProductInput, VariantInput};
 use crate::storage::stores::NewStore;
+use crate::storage::{Db, Warmth};
 use crate::util::Clock;
 
 mod email;
@@ -114,7 +114,14 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
         let dir =
             std::env::temp_dir().join(format!("restock-bench-{}", crate::util::random_token(6)));
         std::fs::create_dir_all(&dir)?;
-        let db = Db::connect_url(&format!("sqlite://{}/bench.db", dir.display()), 8).await?;
+        // Warm, as the server's pool is.
+        let db = Db::connect_url_with(
+            &format!("sqlite://{}/bench.db", dir.display()),
+            8,
+            Duration::from_secs(10),
+            Warmth::Warm,
+        )
+        .await?;
         db.migrate().await?;
         let stop = tokio_util::sync::CancellationToken::new();
         db.start_checkpointer(stop.clone());
@@ -131,7 +138,7 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
                 .to_lowercase()
                 .replace(['-', '_'], "x")
         );
-        let db = Db::connect_postgres_schema(spec, &schema, 8).await?;
+        let db = Db::connect_postgres_schema(spec, &schema, 8, Warmth::Warm).await?;
         db.migrate().await?;
         Ok(BenchDb {
             db,

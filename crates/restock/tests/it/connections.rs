@@ -2,7 +2,8 @@
 //! back by the server's checkpointer, not by the commits of sign-ups, outcomes and
 //! stock batches (which would wait for it; PostgreSQL has no checkpointer of ours);
 //! PostgreSQL connections send without Nagle's delay; a pooled connection the
-//! server dropped while it idled is replaced before anyone uses it.
+//! server dropped while it idled is replaced before anyone uses it; the server's
+//! pool opens all its connections up front.
 
 use std::time::Duration;
 
@@ -78,6 +79,40 @@ async fn the_checkpointer_stops_when_told_and_postgres_has_none() {
 /// that sat idle is checked first: a connection the server dropped while it idled
 /// (a restart, an idle timeout, an operator's `pg_terminate_backend`) is replaced,
 /// and the request that takes it out of the pool never sees the dead one.
+/// The configured pool (the server's) opens every connection at start, so the first
+/// burst of work does not wait for connections (and TLS handshakes) to be set up; a
+/// pool for a one-off job opens them as they are needed.
+#[tokio::test]
+async fn the_servers_pool_opens_all_its_connections_up_front() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let t = TestDb::new(backend).await;
+        let config = restock::config::Config::from_defaults_and(&format!(
+            "[database]\nurl = \"{}\"\nmax_connections = 5\n",
+            t.url
+        ))
+        .expect("config");
+        let warm = Db::connect(&config.database).await.expect("connects");
+        let lazy = Db::connect_url(&t.url, 5).await.expect("connects");
+        let sizes = |db: &Db| match db {
+            Db::Sqlite(pool) => (pool.size(), pool.num_idle()),
+            Db::Postgres(pool) => (pool.size(), pool.num_idle()),
+        };
+        common::eventually(10, "the configured pool holds 5 idle connections", || {
+            let got = sizes(&warm);
+            async move { got == (5, 5) }
+        })
+        .await;
+        assert_eq!(
+            sizes(&lazy).0,
+            1,
+            "a lazy pool opened only the connection it checked"
+        );
+        warm.close().await;
+        lazy.close().await;
+        t.cleanup().await;
+    }
+}
+
 #[tokio::test]
 async fn a_connection_dropped_while_idle_in_the_pool_is_replaced_before_use() {
     let t = TestDb::new(Backend::Postgres).await;

@@ -13,7 +13,7 @@ use restock::App;
 use restock::channels::EmailChannel;
 use restock::channels::email::EmailTransport;
 use restock::config::Config;
-use restock::storage::Db;
+use restock::storage::{Db, Warmth};
 use restock::util::Clock;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -116,7 +116,7 @@ impl TestDb {
                         .to_lowercase()
                         .replace(['-', '_'], "x")
                 );
-                let db = Db::connect_postgres_schema(&pg_url(), &schema, 8)
+                let db = Db::connect_postgres_schema(&pg_url(), &schema, 8, Warmth::Lazy)
                     .await
                     .expect("postgres connects");
                 let url = format!("{}?options=-csearch_path%3D{schema}", pg_url());
