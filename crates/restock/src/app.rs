@@ -14,6 +14,7 @@ use crate::secrets::SecretBox;
 use crate::storage::Db;
 use crate::storage::signup_writer::SignUpWriter;
 use crate::storage::stores::StoreRow;
+use crate::storage::write_turns::WriteTurns;
 use crate::util::Clock;
 
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct AppInner {
     pub db: Db,
     /// Where sign-ups are written (grouped on SQLite).
     pub signups: SignUpWriter,
+    /// Turns at SQLite's write lock for the dispatch worker's writes.
+    pub write_turns: WriteTurns,
     pub clock: Clock,
     pub signer: Signer,
     pub metrics: Metrics,
@@ -126,6 +129,7 @@ impl App {
                 public_host,
                 config,
                 signups: SignUpWriter::start(db.clone()),
+                write_turns: WriteTurns::for_db(&db),
                 db,
                 clock,
                 signer: Signer::new(key.as_bytes()),

@@ -245,11 +245,13 @@ async fn feed(app: App, leases: Leases, tx: mpsc::Sender<Ready>, shutdown: Cance
             break;
         }
         let limit = tx.capacity().min(d.batch_size as usize) as i64;
-        let claimed = match app
-            .db
-            .claim_due(app.now(), d.lease_secs * 1000, limit)
-            .await
-        {
+        let claim = async {
+            let _turn = app.write_turns.take().await;
+            app.db
+                .claim_due(app.now(), d.lease_secs * 1000, limit)
+                .await
+        };
+        let claimed = match claim.await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming notifications");
@@ -307,6 +309,7 @@ async fn give_back(app: &App, leases: &Leases, unstarted: Vec<Prepared>) {
             at: now,
         })
         .collect();
+    let _turn = app.write_turns.take().await;
     if let Err(e) = app.db.record_outcomes(&records).await {
         tracing::warn!(error = %e, "giving back claims; their leases will lapse instead");
     }
@@ -354,6 +357,7 @@ async fn renew_leases(app: App, leases: Leases, stop: CancellationToken) {
         if held.is_empty() {
             continue;
         }
+        let _turn = app.write_turns.take().await;
         match app.db.renew_leases(&held, app.now() + lease_ms).await {
             Ok(n) => app.metrics.lease_renewals.inc_by(n),
             Err(e) => tracing::warn!(error = %e, held = held.len(), "renewing leases"),
@@ -397,6 +401,15 @@ impl Recorder {
     }
 }
 
+/// [`Db::record_outcomes`](crate::storage::Db::record_outcomes) in a write turn.
+async fn record_in_turn(
+    app: &App,
+    records: &[Record],
+) -> Result<Vec<bool>, crate::storage::StorageError> {
+    let _turn = app.write_turns.take().await;
+    app.db.record_outcomes(records).await
+}
+
 async fn record_groups(app: App, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     loop {
@@ -406,7 +419,7 @@ async fn record_groups(app: App, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pendi
         let (records, answers): (Vec<Record>, Vec<oneshot::Sender<bool>>) = group.drain(..).unzip();
         app.metrics.record_batch.observe(records.len() as f64);
         let first = records[0].n.id;
-        let written = match record::durably(first, || app.db.record_outcomes(&records)).await {
+        let written = match record::durably(first, || record_in_turn(&app, &records)).await {
             Ok(owned) => owned,
             Err(e) => {
                 // Not an outage: record one by one so one bad row fails alone.
@@ -414,7 +427,7 @@ async fn record_groups(app: App, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pendi
                 let mut owned = Vec::with_capacity(records.len());
                 for r in &records {
                     let one = std::slice::from_ref(r);
-                    owned.push(match record::durably(r.n.id, || app.db.record_outcomes(one)).await {
+                    owned.push(match record::durably(r.n.id, || record_in_turn(&app, one)).await {
                         Ok(v) => v.first().copied().unwrap_or(false),
                         Err(e) => {
                             // The lease will expire and the row be taken over.
@@ -490,6 +503,7 @@ pub struct Prepared {
 /// Once a second: take over claims whose worker died, re-judge variants whose
 /// temporary stock ran out, and end sign-ups past the store's interest window.
 async fn housekeeping(app: &App, now: i64) {
+    let _turn = app.write_turns.take().await;
     if let Err(e) = app.db.reap_expired_leases(now).await {
         tracing::warn!(error = %e, "reaping expired leases");
     }

@@ -32,6 +32,7 @@ pub mod sources;
 pub mod stock;
 pub mod stores;
 pub mod tracking;
+pub mod write_turns;
 
 use std::str::FromStr;
 use std::time::Duration;
