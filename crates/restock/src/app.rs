@@ -27,7 +27,7 @@ pub struct AppInner {
     pub db: Db,
     /// Where sign-ups are written (grouped on SQLite).
     pub signups: SignUpWriter,
-    /// Turns at SQLite's write lock for the dispatch worker's writes.
+    /// Turns at SQLite's write lock for the busiest writers.
     pub write_turns: WriteTurns,
     pub clock: Clock,
     pub signer: Signer,
@@ -124,12 +124,13 @@ impl App {
         let metrics = Metrics::new();
         let events = crate::events::Events::default();
         events.count_with(metrics.events.clone());
+        let write_turns = WriteTurns::for_db(&db);
         Ok(App {
             inner: Arc::new(AppInner {
                 public_host,
                 config,
-                signups: SignUpWriter::start(db.clone()),
-                write_turns: WriteTurns::for_db(&db),
+                signups: SignUpWriter::start(db.clone(), write_turns.clone()),
+                write_turns,
                 db,
                 clock,
                 signer: Signer::new(key.as_bytes()),

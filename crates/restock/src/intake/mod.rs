@@ -134,10 +134,12 @@ pub async fn apply_with(
             .ensure_placeholders(store, &updates, app.now())
             .await?;
     }
-    let mut out = app
-        .db
-        .apply_stock_batch(store, source, &updates, &rejected, app.now())
-        .await?;
+    let mut out = {
+        let _turn = app.write_turns.take().await;
+        app.db
+            .apply_stock_batch(store, source, &updates, &rejected, app.now())
+            .await?
+    };
     // Positions in what the caller passed, not in what the profile let through.
     for i in &mut out.unknown_sku {
         *i = screened.kept_at[*i];

@@ -154,18 +154,20 @@ async fn write(
     if plan.decisions.is_empty() && cursor.is_none() {
         return Ok(());
     }
-    let counts = app
-        .db
-        .write_decisions(
-            job,
-            wave,
-            &plan.decisions,
-            cursor,
-            tally,
-            now,
-            lease_ms(app),
-        )
-        .await?;
+    let counts = {
+        let _turn = app.write_turns.take().await;
+        app.db
+            .write_decisions(
+                job,
+                wave,
+                &plan.decisions,
+                cursor,
+                tally,
+                now,
+                lease_ms(app),
+            )
+            .await?
+    };
     app.metrics
         .planned
         .with_label_values(&["planned"])

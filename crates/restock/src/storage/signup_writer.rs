@@ -13,6 +13,7 @@ use restock_core::ids::StoreId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::demand::{SignUp, SubscribeOutcome};
+use super::write_turns::WriteTurns;
 use super::{Db, Result};
 
 /// Most sign-ups committed together: bounds how long the last of a group waits.
@@ -37,11 +38,11 @@ pub struct SignUpWriter {
 
 impl SignUpWriter {
     /// Starts the writer task on SQLite (it ends when the last handle is dropped).
-    pub fn start(db: Db) -> Self {
+    pub fn start(db: Db, turns: WriteTurns) -> Self {
         let queue = match &db {
             Db::Sqlite(_) => {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(write_groups(db.clone(), rx));
+                tokio::spawn(write_groups(db.clone(), turns, rx));
                 Some(tx)
             }
             Db::Postgres(_) => None,
@@ -77,9 +78,10 @@ impl SignUpWriter {
     }
 }
 
-async fn write_groups(db: Db, mut rx: mpsc::Receiver<Job>) {
+async fn write_groups(db: Db, turns: WriteTurns, mut rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
+        let _turn = turns.take().await;
         let group: Vec<(StoreId, &SignUp, i64)> =
             jobs.iter().map(|j| (j.store, &j.signup, j.now)).collect();
         match db.subscribe_group(&group).await {

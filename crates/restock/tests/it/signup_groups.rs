@@ -9,6 +9,7 @@ use common::{Backend, TestApp, TestDb};
 use restock::storage::demand::{SignUp, SubscribeOutcome, Target};
 use restock::storage::signup_writer::SignUpWriter;
 use restock::storage::stores::NewStore;
+use restock::storage::write_turns::WriteTurns;
 use restock_core::ids::{ProductId, StoreId, VariantId};
 use restock_core::values::Email;
 use serde_json::json;
@@ -56,7 +57,7 @@ both_dbs!(
         );
 
         // Through the writer, at once (one group on SQLite): each gets its own answer.
-        let writer = SignUpWriter::start(db.clone());
+        let writer = SignUpWriter::start(db.clone(), WriteTurns::for_db(db));
         let (a, b, d) = tokio::join!(
             writer.subscribe(store, &ann, 10),
             writer.subscribe(store, &bad, 10),
