@@ -253,8 +253,8 @@ fn pool_options<DB: sqlx::Database>(
 /// The server's pool is warm: every connection is opened at start and sqlx keeps
 /// the pool at that size, so the burst of work a restock brings after a quiet spell does
 /// not wait for connections to be set up (a TLS handshake each, by default on
-/// PostgreSQL). A restock of 1,000 over TLS took 0.28-0.43 s from the stock update
-/// to the last message with a cold pool and 0.21-0.22 s with a warm one
+/// PostgreSQL). A restock of 1,000 over TLS took 0.26-0.43 s from the stock update
+/// to the last message with a cold pool and 0.18-0.22 s with a warm one
 /// (`restock bench --email`). Pools from [`Db::connect_url`] (tests, single jobs)
 /// open connections as they are needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
