@@ -40,12 +40,12 @@ pub use app::App;
 use channels::EmailChannel;
 use channels::email::EmailTransport;
 use config::Config;
-use storage::Db;
+use storage::{Db, Warmth};
 use util::Clock;
 
 /// Connects, migrates and builds the app with the configured email transport.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let db = Db::connect(&config.database).await?;
+    let db = Db::connect(&config.database, Warmth::Warm).await?;
     db.migrate().await?;
     let email = EmailChannel::Transport(Arc::new(EmailTransport::from_config(&config)?));
     App::new(config, db, Clock::System, email).await

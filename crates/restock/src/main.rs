@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use restock::config::Config;
-use restock::storage::Db;
 use restock::storage::outbox::Replay;
 use restock::storage::stores::NewStore;
+use restock::storage::{Db, Warmth};
 use tokio_util::sync::CancellationToken;
 
 /// Sending a message allocates and frees many short strings (rendering, MIME
@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = Config::load(cli.config.as_deref())?;
-            let db = Db::connect(&config.database).await?;
+            let db = Db::connect(&config.database, Warmth::Lazy).await?;
             db.migrate().await?;
             println!("migrations applied ({})", db.backend());
             Ok(())
@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo => restock::demo::run().await,
         Command::Store { command } => {
             let config = Config::load(cli.config.as_deref())?;
-            let db = Db::connect(&config.database).await?;
+            let db = Db::connect(&config.database, Warmth::Lazy).await?;
             db.migrate().await?;
             let now = chrono::Utc::now().timestamp_millis();
             match command {
@@ -242,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Notifications { command } => {
             let config = Config::load(cli.config.as_deref())?;
-            let db = Db::connect(&config.database).await?;
+            let db = Db::connect(&config.database, Warmth::Lazy).await?;
             let slug = match &command {
                 NotificationCommand::Dead { store, .. }
                 | NotificationCommand::Replay { store, .. } => store,
@@ -299,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => restock::bench::run(args).await,
         Command::Sources { store } => {
             let config = Config::load(cli.config.as_deref())?;
-            let db = Db::connect(&config.database).await?;
+            let db = Db::connect(&config.database, Warmth::Lazy).await?;
             db.migrate().await?;
             let only = match &store {
                 Some(slug) => Some(
@@ -377,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
             command: SecretsCommand::Rotate,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            let db = Db::connect(&config.database).await?;
+            let db = Db::connect(&config.database, Warmth::Lazy).await?;
             db.migrate().await?;
             let secrets = restock::secrets::SecretBox::from_config(&config.secrets)?;
             let n = restock::secrets::rotate(&db, &secrets).await?;
@@ -386,7 +386,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Backup { to } => {
             let config = Config::load(cli.config.as_deref())?;
-            let db = Db::connect(&config.database).await?;
+            let db = Db::connect(&config.database, Warmth::Lazy).await?;
             db.backup_to(&to).await?;
             println!("backup written to {}", to.display());
             Ok(())

@@ -255,8 +255,8 @@ fn pool_options<DB: sqlx::Database>(
 /// not wait for connections to be set up (a TLS handshake each, by default on
 /// PostgreSQL). A restock of 1,000 over TLS took 0.26-0.43 s from the stock update
 /// to the last message with a cold pool and 0.18-0.22 s with a warm one
-/// (`restock bench --email`). Pools from [`Db::connect_url`] (tests, single jobs)
-/// open connections as they are needed.
+/// (`restock bench --email`). The command-line jobs (`restock migrate`, `backup`,
+/// …) and tests open connections as they need them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warmth {
     Warm,
@@ -288,13 +288,13 @@ pub enum Db {
 }
 
 impl Db {
-    /// The configured database, with a warm pool ([`Warmth`]).
-    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Db> {
+    /// The configured database: warm for the server, lazy for a one-off command.
+    pub async fn connect(config: &DatabaseConfig, warmth: Warmth) -> anyhow::Result<Db> {
         Self::connect_url_with(
             config.url.expose_secret(),
             config.max_connections,
             Duration::from_millis(config.acquire_timeout_ms),
-            Warmth::Warm,
+            warmth,
         )
         .await
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::common;
 
 use common::{Backend, TestApp, TestDb};
-use restock::storage::Db;
+use restock::storage::{Db, Warmth};
 
 /// Whether the database file by itself, without its WAL, holds a store with `slug`:
 /// a copy of the file alone shows only what has been checkpointed into it.
@@ -79,36 +79,41 @@ async fn the_checkpointer_stops_when_told_and_postgres_has_none() {
 /// that sat idle is checked first: a connection the server dropped while it idled
 /// (a restart, an idle timeout, an operator's `pg_terminate_backend`) is replaced,
 /// and the request that takes it out of the pool never sees the dead one.
-/// The configured pool (the server's) opens every connection at start, so the first
-/// burst of work does not wait for connections (and TLS handshakes) to be set up; a
-/// pool for a one-off job opens them as they are needed.
+/// The server's pool (`restock::build`, what `restock serve` runs) opens every
+/// connection at start, so the first burst of work does not wait for connections
+/// (and TLS handshakes) to be set up; a command-line job's pool opens them as it
+/// needs them.
 #[tokio::test]
 async fn the_servers_pool_opens_all_its_connections_up_front() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let t = TestDb::new(backend).await;
         let config = restock::config::Config::from_defaults_and(&format!(
-            "[database]\nurl = \"{}\"\nmax_connections = 5\n",
-            t.url
+            "[database]\nurl = \"{}\"\nmax_connections = 5\n\
+             [email]\ntransport = \"file\"\nfile_dir = \"{}\"\n",
+            t.url,
+            t.dir.path().join("outbox").display()
         ))
         .expect("config");
-        let warm = Db::connect(&config.database).await.expect("connects");
-        let lazy = Db::connect_url(&t.url, 5).await.expect("connects");
+        let app = restock::build(config.clone()).await.expect("builds");
+        let job = Db::connect(&config.database, Warmth::Lazy)
+            .await
+            .expect("connects");
         let sizes = |db: &Db| match db {
             Db::Sqlite(pool) => (pool.size(), pool.num_idle()),
             Db::Postgres(pool) => (pool.size(), pool.num_idle()),
         };
-        common::eventually(10, "the configured pool holds 5 idle connections", || {
-            let got = sizes(&warm);
+        common::eventually(10, "the server's pool holds 5 idle connections", || {
+            let got = sizes(&app.db);
             async move { got == (5, 5) }
         })
         .await;
         assert_eq!(
-            sizes(&lazy).0,
+            sizes(&job).0,
             1,
-            "a lazy pool opened only the connection it checked"
+            "a job's pool opened only the connection it checked"
         );
-        warm.close().await;
-        lazy.close().await;
+        app.db.close().await;
+        job.close().await;
         t.cleanup().await;
     }
 }

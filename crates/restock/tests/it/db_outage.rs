@@ -186,7 +186,9 @@ async fn postgres_restarting_mid_delivery_loses_and_duplicates_nothing() {
         sink.port
     )])
     .expect("config");
-    let db = Db::connect(&config.database).await.expect("connects");
+    let db = Db::connect(&config.database, restock::storage::Warmth::Warm)
+        .await
+        .expect("connects");
     db.migrate().await.expect("migrates");
     let email = EmailChannel::Transport(Arc::new(
         EmailTransport::from_config(&config).expect("transport"),
