@@ -93,8 +93,8 @@ pub struct BenchArgs {
 struct BenchDb {
     db: Db,
     /// Stops the SQLite checkpointer, which runs beside the bench as it runs beside
-    /// the server (PostgreSQL has none).
-    _checkpointer: Option<tokio_util::sync::DropGuard>,
+    /// the server (PostgreSQL has none); dropped when the server itself runs.
+    checkpointer: Option<tokio_util::sync::DropGuard>,
     _dir: Option<tempfile_dir::TempDir>,
     schema: Option<(String, String)>,
 }
@@ -127,7 +127,7 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
         db.start_checkpointer(stop.clone());
         Ok(BenchDb {
             db,
-            _checkpointer: Some(stop.drop_guard()),
+            checkpointer: Some(stop.drop_guard()),
             _dir: Some(tempfile_dir::TempDir(dir)),
             schema: None,
         })
@@ -142,7 +142,7 @@ async fn fresh_db(spec: &str) -> anyhow::Result<BenchDb> {
         db.migrate().await?;
         Ok(BenchDb {
             db,
-            _checkpointer: None,
+            checkpointer: None,
             _dir: None,
             schema: Some((spec.to_string(), schema)),
         })
@@ -367,7 +367,10 @@ struct BenchServer {
 }
 
 impl BenchServer {
-    async fn start(app: &crate::App) -> anyhow::Result<BenchServer> {
+    /// Starts the server on `b`'s database; the server checkpoints SQLite itself, so
+    /// the bench's own checkpointer stops.
+    async fn start(app: &crate::App, b: &mut BenchDb) -> anyhow::Result<BenchServer> {
+        b.checkpointer = None;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -386,7 +389,7 @@ impl BenchServer {
 }
 
 async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
-    let b = fresh_db(&args.db).await?;
+    let mut b = fresh_db(&args.db).await?;
     let (store, product, variant) = seed_store(&b.db, "latency").await?;
     let memory = MemoryOutbox::default();
     let config = Config::from_defaults_and("[dispatch]\npoll_interval_ms = 1000")?;
@@ -397,7 +400,7 @@ async fn latency(args: &BenchArgs) -> anyhow::Result<()> {
         EmailChannel::Memory(memory.clone()),
     )
     .await?;
-    let server = BenchServer::start(&app).await?;
+    let server = BenchServer::start(&app, &mut b).await?;
     let addr = server.addr;
     let key = b.db.create_api_key(store, 0).await?;
     let http = crate::tls::http_client_builder().build()?;

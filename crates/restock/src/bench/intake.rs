@@ -155,7 +155,7 @@ async fn stock_throughput(args: &BenchArgs) -> anyhow::Result<()> {
 
 async fn signups(args: &BenchArgs) -> anyhow::Result<()> {
     let per_client = (args.signup_requests as usize).div_ceil(CLIENTS);
-    let b = fresh_db(&args.db).await?;
+    let mut b = fresh_db(&args.db).await?;
     let store = seed_catalog(&b.db, "signups").await?;
     let publishable = b.db.store(store).await?.context("store")?.publishable_key;
     let app = crate::App::new(
@@ -165,7 +165,7 @@ async fn signups(args: &BenchArgs) -> anyhow::Result<()> {
         EmailChannel::Memory(MemoryOutbox::default()),
     )
     .await?;
-    let server = BenchServer::start(&app).await?;
+    let server = BenchServer::start(&app, &mut b).await?;
     let addr = server.addr;
     let url = format!("http://{addr}/storefront/v1/{publishable}/subscriptions");
     let http = crate::tls::http_client_builder().build()?;

@@ -106,7 +106,7 @@ async fn measure(
     drop(messages);
 
     // Restock: the configured source, run by the intake runner of a real server.
-    let b = fresh_db(&args.db).await?;
+    let mut b = fresh_db(&args.db).await?;
     let (_, api_key) = seed_catalog_keyed(&b.db, "jetstream").await?;
     let app = crate::App::new(
         Config::from_defaults_and("[dispatch]\nenabled = false\n[intake]\ntick_ms = 50")?,
@@ -115,7 +115,7 @@ async fn measure(
         EmailChannel::Memory(MemoryOutbox::default()),
     )
     .await?;
-    let server = BenchServer::start(&app).await?;
+    let server = BenchServer::start(&app, &mut b).await?;
     let addr = server.addr;
     let start = Instant::now();
     let resp = crate::tls::http_client_builder()
