@@ -75,10 +75,6 @@ async fn the_checkpointer_stops_when_told_and_postgres_has_none() {
     pg.cleanup().await;
 }
 
-/// A pooled connection is handed out without a check while it is in use, but one
-/// that sat idle is checked first: a connection the server dropped while it idled
-/// (a restart, an idle timeout, an operator's `pg_terminate_backend`) is replaced,
-/// and the request that takes it out of the pool never sees the dead one.
 /// The server's pool (`restock::build`, what `restock serve` runs) opens every
 /// connection at start, so the first burst of work does not wait for connections
 /// (and TLS handshakes) to be set up; a command-line job's pool opens them as it
@@ -118,6 +114,10 @@ async fn the_servers_pool_opens_all_its_connections_up_front() {
     }
 }
 
+/// A pooled connection is handed out without a check while it is in use, but one
+/// that sat idle is checked first: a connection the server dropped while it idled
+/// (a restart, an idle timeout, an operator's `pg_terminate_backend`) is replaced,
+/// and the request that takes it out of the pool never sees the dead one.
 #[tokio::test]
 async fn a_connection_dropped_while_idle_in_the_pool_is_replaced_before_use() {
     let t = TestDb::new(Backend::Postgres).await;
