@@ -4,6 +4,8 @@
 //! pages); browsers may call it only from the merchant's configured origins (CORS).
 //! Requests without an `Origin` header (server to server) are allowed.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +17,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorCode};
 use crate::app::App;
-use crate::storage::demand::{ConsentInput, SignUp as NewSignUp, SubscribeOutcome, Target};
+use crate::storage::demand::{
+    ConsentInput, SignUp as NewSignUp, SkuFacts, SkuRefusal, SubscribeOutcome, Target,
+};
 use crate::storage::stores::StoreRow;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -242,32 +246,56 @@ async fn subscribe_inner(
 ) -> Result<(StatusCode, SubscribeResponse), ApiError> {
     let (email, market, time_zone) =
         parse_signup_fields(&req.email, req.market.as_deref(), req.time_zone.as_deref())?;
-    let target = resolve_target(
-        app,
-        store,
-        req.sku.as_deref(),
-        req.product.as_deref(),
-        market.as_ref(),
-    )
-    .await?;
-    let signup = NewSignUp {
-        email,
-        target,
-        market,
-        source: "storefront".into(),
-        consent: ConsentInput {
-            text: req.consent_text.unwrap_or_default(),
-            ..consent
-        },
-        time_zone,
-        anonymous: true,
+    let consent = ConsentInput {
+        text: req.consent_text.unwrap_or_default(),
+        ..consent
     };
-    signup_answer(
-        app,
-        app.signups
-            .subscribe(store.store_id(), &signup, app.now())
-            .await?,
-    )
+    let fields = {
+        let market = market.clone();
+        move |target| NewSignUp {
+            email: email.clone(),
+            target,
+            market: market.clone(),
+            source: "storefront".into(),
+            consent: consent.clone(),
+            time_zone,
+            anonymous: true,
+        }
+    };
+    let outcome = match (req.sku.as_deref(), req.product.as_deref(), &market) {
+        // The storefront's usual sign-up: the variant is read with the writer's
+        // group instead of before it.
+        (Some(sku), None, None) => app
+            .signups
+            .subscribe_sku(store.store_id(), sku, Arc::new(fields), app.now())
+            .await?
+            .map_err(|refusal| sku_refused(sku, refusal))?,
+        (sku, product, market) => {
+            let target = resolve_target(app, store, sku, product, market.as_ref()).await?;
+            app.signups
+                .subscribe(store.store_id(), &fields(target), app.now())
+                .await?
+        }
+    };
+    signup_answer(app, outcome)
+}
+
+/// Why a sign-up for `sku` was refused, as the storefront and the API answer it.
+fn sku_refused(sku: &str, refusal: SkuRefusal) -> ApiError {
+    match refusal {
+        SkuRefusal::Unknown => ApiError::new(
+            ErrorCode::UnknownSku,
+            format!("no variant with SKU {sku:?}"),
+        ),
+        SkuRefusal::Discontinued => ApiError::new(
+            ErrorCode::Discontinued,
+            "this variant was removed from its product: it is no longer sold",
+        ),
+        SkuRefusal::InStock => ApiError::new(
+            ErrorCode::InStock,
+            "this variant is in stock: it can be bought now",
+        ),
+    }
 }
 
 /// A sign-up's address, market and time zone, each refused with its own code.
@@ -313,39 +341,16 @@ pub async fn resolve_target(
     let market = market.map(|m| m.as_str());
     match (sku, product) {
         (Some(sku), None) => {
-            let unknown = || {
-                ApiError::new(
-                    ErrorCode::UnknownSku,
-                    format!("no variant with SKU {sku:?}"),
-                )
-            };
-            // A placeholder holds stock that came before the catalog named the SKU:
-            // nothing to show a shopper, and no price or page to send them to yet.
-            let v = match app.db.variant_for_signup(store.store_id(), sku).await? {
-                Some((v, false)) => v,
-                _ => return Err(unknown()),
-            };
-            if v.removed_at.is_some() {
-                return Err(ApiError::new(
-                    ErrorCode::Discontinued,
-                    "this variant was removed from its product: it is no longer sold",
-                ));
-            }
+            let facts = SkuFacts::sold(app.db.sku_facts(store.store_id(), sku).await?)
+                .map_err(|refusal| sku_refused(sku, refusal))?;
             // The variant's own state came with it; a market's is read.
             let in_stock = match market {
-                None => v.in_stock,
-                Some(_) => app.db.in_stock_in(VariantId(v.id), market).await?,
+                None => facts.in_stock,
+                Some(_) => app.db.in_stock_in(VariantId(facts.id), market).await?,
             };
-            if in_stock {
-                return Err(ApiError::new(
-                    ErrorCode::InStock,
-                    "this variant is in stock: it can be bought now",
-                ));
-            }
-            Ok(Target::Variant {
-                product: ProductId(v.product_id),
-                variant: VariantId(v.id),
-            })
+            facts
+                .unless_in_stock(in_stock)
+                .map_err(|refusal| sku_refused(sku, refusal))
         }
         (None, Some(product)) => {
             let p = app

@@ -1,12 +1,13 @@
 //! Catalog: categories, products and their variants, as the merchant gives them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use restock_core::ids::{ProductId, StoreId, VariantId};
 use restock_core::policy::ReleasePolicy;
 use restock_core::stock::InventoryPolicy;
 use restock_core::values::{Currency, HttpUrl, Sku};
 
+use super::demand::SkuFacts;
 use super::stock::TxOps;
 use super::{Db, Dialect, Result, with_pool};
 
@@ -108,13 +109,6 @@ pub struct VariantRow {
     pub removed_at: Option<i64>,
 }
 
-#[derive(sqlx::FromRow)]
-struct SignUpVariant {
-    #[sqlx(flatten)]
-    variant: VariantRow,
-    placeholder: bool,
-}
-
 #[derive(Debug, Clone)]
 pub struct ProductWithVariants {
     pub product: ProductRow,
@@ -131,6 +125,17 @@ macro_rules! variant_columns {
     () => {
         "id, product_id, sku, title, options, price_minor, image_url, url, min_stock, \
      notify_threshold, inventory_item_id, available, in_stock, available_until, inventory_policy, removed_at"
+    };
+}
+
+/// The columns of [`SkuFacts`], of a variant `v`. A placeholder product holds stock
+/// that came before the catalog named the SKU: nothing to show a shopper, and no
+/// price or page to send them to yet.
+macro_rules! sku_facts_columns {
+    () => {
+        "v.id, v.product_id, v.removed_at IS NOT NULL AS removed, v.in_stock, \
+         EXISTS (SELECT 1 FROM products p WHERE p.id = v.product_id \
+                 AND substr(p.external_id, 1, 20) = 'restock-placeholder:') AS placeholder"
     };
 }
 
@@ -421,24 +426,44 @@ impl Db {
         })
     }
 
-    /// A variant a shopper may sign up for, by SKU, and whether its product is only a
-    /// placeholder for stock that arrived before the catalog named the SKU.
-    pub async fn variant_for_signup(
+    /// What the sign-up rule ([`SkuFacts::target`]) reads of the variant a SKU names.
+    pub async fn sku_facts(&self, store: StoreId, sku: &str) -> Result<Option<SkuFacts>> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(concat!("SELECT ", sku_facts_columns!(), " FROM variants v WHERE v.store_id = $1 AND v.sku = $2"))
+                .bind(store.0)
+                .bind(sku)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// [`Db::sku_facts`] of several SKUs in one statement (a group of sign-ups),
+    /// keyed by store and SKU; a SKU no variant has is absent.
+    pub async fn sku_facts_of(
         &self,
-        store: StoreId,
-        sku: &str,
-    ) -> Result<Option<(VariantRow, bool)>> {
-        let row: Option<SignUpVariant> = with_pool!(self, pool => {
-            sqlx::query_as(concat!("SELECT ", variant_columns!(), ", \
-                    EXISTS (SELECT 1 FROM products p WHERE p.id = variants.product_id \
-                            AND substr(p.external_id, 1, 20) = 'restock-placeholder:') AS placeholder \
-                 FROM variants WHERE store_id = $1 AND sku = $2"))
-            .bind(store.0)
-            .bind(sku)
-            .fetch_optional(pool)
-            .await?
+        skus: &[(StoreId, &str)],
+    ) -> Result<HashMap<(StoreId, String), SkuFacts>> {
+        #[derive(sqlx::FromRow)]
+        struct Found {
+            store_id: i64,
+            sku: String,
+            #[sqlx(flatten)]
+            facts: SkuFacts,
+        }
+        let keys: Vec<(i64, &str)> = skus.iter().map(|(store, sku)| (store.0, *sku)).collect();
+        let keys = serde_json::to_string(&keys).unwrap_or_default();
+        let found: Vec<Found> = with_pool!(self, pool => {
+            let sql = format!(
+                concat!("SELECT v.store_id, v.sku, ", sku_facts_columns!(), " FROM {} \
+                 JOIN variants v ON v.store_id = CAST(value ->> 0 AS BIGINT) AND v.sku = value ->> 1"),
+                pool.json_rows("$1")
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(keys).fetch_all(pool).await?
         });
-        Ok(row.map(|r| (r.variant, r.placeholder)))
+        Ok(found
+            .into_iter()
+            .map(|f| ((StoreId(f.store_id), f.sku), f.facts))
+            .collect())
     }
 
     pub async fn variant_by_inventory_item(

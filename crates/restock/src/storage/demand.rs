@@ -26,6 +26,62 @@ impl Target {
     }
 }
 
+/// What the rule for a sign-up by SKU reads of the variant the SKU names
+/// ([`Db::sku_facts`](super::Db::sku_facts)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct SkuFacts {
+    pub id: i64,
+    pub product_id: i64,
+    /// The shop removed the variant from its product: it is no longer sold.
+    pub removed: bool,
+    /// In stock as the variant's own state (a market's is kept apart).
+    pub in_stock: bool,
+    /// Its product only holds stock that came before the catalog named the SKU.
+    pub placeholder: bool,
+}
+
+/// Why a sign-up for a SKU is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkuRefusal {
+    /// No variant of the catalog has the SKU.
+    Unknown,
+    /// The variant was removed from its product.
+    Discontinued,
+    /// It can be bought now.
+    InStock,
+}
+
+impl SkuFacts {
+    /// The variant a shopper may sign up for: the catalog names it and it is still
+    /// sold. Whether it is in stock is [`SkuFacts::unless_in_stock`]'s to say.
+    pub fn sold(found: Option<SkuFacts>) -> std::result::Result<SkuFacts, SkuRefusal> {
+        match found {
+            Some(f) if !f.placeholder && !f.removed => Ok(f),
+            Some(f) if !f.placeholder => Err(SkuRefusal::Discontinued),
+            _ => Err(SkuRefusal::Unknown),
+        }
+    }
+
+    /// The sign-up's target, unless the variant is `in_stock` (in the sign-up's
+    /// market, or its own state without one).
+    pub fn unless_in_stock(self, in_stock: bool) -> std::result::Result<Target, SkuRefusal> {
+        if in_stock {
+            return Err(SkuRefusal::InStock);
+        }
+        Ok(Target::Variant {
+            product: ProductId(self.product_id),
+            variant: VariantId(self.id),
+        })
+    }
+
+    /// The target of a sign-up by SKU without a market: the variant is sold and not
+    /// in stock.
+    pub fn target(found: Option<SkuFacts>) -> std::result::Result<Target, SkuRefusal> {
+        let f = Self::sold(found)?;
+        f.unless_in_stock(f.in_stock)
+    }
+}
+
 /// Where a consent was given, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConsentInput {

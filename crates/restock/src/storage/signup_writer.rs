@@ -6,13 +6,20 @@
 //! transaction ([`Db::subscribe_group`]) and answers each caller with its own
 //! outcome; if one of them fails, the group is rolled back and each is written on
 //! its own, so a bad sign-up fails nobody else. An idle writer takes the first sign-up at once,
-//! so a lone shopper waits for nothing. PostgreSQL has row locks and concurrent
+//! so a lone shopper waits for nothing. A storefront sign-up by SKU hands its SKU
+//! over unread: the writer reads the variants of the whole group in one statement
+//! and applies the same rule ([`SkuFacts::target`]) to each, instead of each request
+//! making a read of its own first (a hand-off to a connection's thread and back,
+//! and another to return it to the pool). PostgreSQL has row locks and concurrent
 //! commits, so its sign-ups keep the direct path.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use restock_core::ids::StoreId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::demand::{SignUp, SubscribeOutcome};
+use super::demand::{SignUp, SkuFacts, SkuRefusal, SubscribeOutcome, Target};
 use super::write_turns::WriteTurns;
 use super::{Db, Result};
 
@@ -21,11 +28,48 @@ const MAX_GROUP: usize = 64;
 /// Sign-ups waiting for the writer at most; past it callers wait to hand theirs over.
 const QUEUE: usize = 1024;
 
-struct Job {
-    store: StoreId,
-    signup: SignUp,
-    now: i64,
-    reply: oneshot::Sender<Result<SubscribeOutcome>>,
+/// A sign-up's fields but its target, made into the sign-up once the target is known.
+pub type WithTarget = Arc<dyn Fn(Target) -> SignUp + Send + Sync>;
+
+/// An answer to a sign-up by SKU: its outcome, or why the SKU cannot be signed up for.
+pub type SkuAnswer = std::result::Result<SubscribeOutcome, SkuRefusal>;
+
+enum Job {
+    /// A sign-up whose target is known.
+    Given {
+        store: StoreId,
+        signup: SignUp,
+        now: i64,
+        reply: oneshot::Sender<Result<SubscribeOutcome>>,
+    },
+    /// A sign-up for the variant a SKU names, without a market: the variant is read
+    /// with the rest of its group, and [`SkuFacts::target`] decides.
+    Sku {
+        store: StoreId,
+        sku: String,
+        signup: WithTarget,
+        now: i64,
+        reply: oneshot::Sender<Result<SkuAnswer>>,
+    },
+}
+
+/// Where a written sign-up's outcome goes.
+enum Reply {
+    Given(oneshot::Sender<Result<SubscribeOutcome>>),
+    Sku(oneshot::Sender<Result<SkuAnswer>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<SubscribeOutcome>) {
+        match self {
+            Reply::Given(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Sku(tx) => {
+                let _ = tx.send(result.map(Ok));
+            }
+        }
+    }
 }
 
 /// Where sign-ups are written: the group-committing writer on SQLite, the database
@@ -61,7 +105,7 @@ impl SignUpWriter {
             return self.db.subscribe(store, signup, now).await;
         };
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        let job = Job::Given {
             store,
             signup: signup.clone(),
             now,
@@ -76,18 +120,119 @@ impl SignUpWriter {
             Err(_) => self.db.subscribe(store, signup, now).await,
         }
     }
+
+    /// A sign-up for the variant `sku` names (no market): refused as
+    /// [`SkuFacts::target`] says, otherwise [`Db::subscribe`]d. On SQLite the
+    /// variant is read once for the SKUs of the whole group, instead of a read of
+    /// its own before each sign-up.
+    pub async fn subscribe_sku(
+        &self,
+        store: StoreId,
+        sku: &str,
+        signup: WithTarget,
+        now: i64,
+    ) -> Result<SkuAnswer> {
+        let Some(queue) = &self.queue else {
+            return subscribe_sku_alone(&self.db, store, sku, signup, now).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Sku {
+            store,
+            sku: sku.to_owned(),
+            signup: signup.clone(),
+            now,
+            reply,
+        };
+        if queue.send(job).await.is_err() {
+            return subscribe_sku_alone(&self.db, store, sku, signup, now).await;
+        }
+        match answer.await {
+            Ok(result) => result,
+            // The writer is gone (it stopped with the process): write it directly.
+            Err(_) => subscribe_sku_alone(&self.db, store, sku, signup, now).await,
+        }
+    }
+}
+
+/// A sign-up by SKU on its own: its variant read, the rule applied, the sign-up written.
+async fn subscribe_sku_alone(
+    db: &Db,
+    store: StoreId,
+    sku: &str,
+    signup: WithTarget,
+    now: i64,
+) -> Result<SkuAnswer> {
+    match SkuFacts::target(db.sku_facts(store, sku).await?) {
+        Ok(target) => Ok(Ok(db.subscribe(store, &signup(target), now).await?)),
+        Err(refusal) => Ok(Err(refusal)),
+    }
 }
 
 async fn write_groups(db: Db, turns: WriteTurns, mut rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
+        let mut group: Vec<(StoreId, SignUp, i64, Reply)> = Vec::with_capacity(jobs.len());
+        // The variants the group's sign-ups by SKU name, read in one statement.
+        let skus: BTreeSet<(StoreId, &str)> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                Job::Sku { store, sku, .. } => Some((*store, sku.as_str())),
+                Job::Given { .. } => None,
+            })
+            .collect();
+        let facts: Option<HashMap<(StoreId, String), SkuFacts>> = if skus.is_empty() {
+            Some(HashMap::new())
+        } else {
+            let skus: Vec<(StoreId, &str)> = skus.into_iter().collect();
+            match db.sku_facts_of(&skus).await {
+                Ok(facts) => Some(facts),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the variants of a group of sign-ups failed; each reads its own");
+                    None
+                }
+            }
+        };
+        for job in jobs.drain(..) {
+            match job {
+                Job::Given {
+                    store,
+                    signup,
+                    now,
+                    reply,
+                } => group.push((store, signup, now, Reply::Given(reply))),
+                Job::Sku {
+                    store,
+                    sku,
+                    signup,
+                    now,
+                    reply,
+                } => {
+                    let Some(facts) = &facts else {
+                        let _ =
+                            reply.send(subscribe_sku_alone(&db, store, &sku, signup, now).await);
+                        continue;
+                    };
+                    match SkuFacts::target(facts.get(&(store, sku)).copied()) {
+                        Ok(target) => group.push((store, signup(target), now, Reply::Sku(reply))),
+                        Err(refusal) => {
+                            let _ = reply.send(Ok(Err(refusal)));
+                        }
+                    }
+                }
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
         let _turn = turns.take().await;
-        let group: Vec<(StoreId, &SignUp, i64)> =
-            jobs.iter().map(|j| (j.store, &j.signup, j.now)).collect();
-        match db.subscribe_group(&group).await {
+        let signups: Vec<(StoreId, &SignUp, i64)> = group
+            .iter()
+            .map(|(store, signup, now, _)| (*store, signup, *now))
+            .collect();
+        match db.subscribe_group(&signups).await {
             Ok(Some(outcomes)) => {
-                for (job, outcome) in jobs.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+                for ((_, _, _, reply), outcome) in group.into_iter().zip(outcomes) {
+                    reply.send(Ok(outcome));
                 }
             }
             result => {
@@ -95,11 +240,10 @@ async fn write_groups(db: Db, turns: WriteTurns, mut rx: mpsc::Receiver<Job>) {
                 // transaction could not start or commit): each sign-up is tried on
                 // its own, so each caller gets its own answer.
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, size = jobs.len(), "a group of sign-ups failed; writing them one by one");
+                    tracing::warn!(error = %e, size = group.len(), "a group of sign-ups failed; writing them one by one");
                 }
-                for job in jobs.drain(..) {
-                    let result = db.subscribe(job.store, &job.signup, job.now).await;
-                    let _ = job.reply.send(result);
+                for (store, signup, now, reply) in group {
+                    reply.send(db.subscribe(store, &signup, now).await);
                 }
             }
         }

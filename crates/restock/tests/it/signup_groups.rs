@@ -399,3 +399,92 @@ both_dbs!(
         single.cleanup().await;
     }
 );
+
+both_dbs!(
+    signups_by_sku_in_one_group_are_each_judged_on_their_own_variant,
+    |backend: Backend| async move {
+        let t = TestApp::spawn(backend).await;
+        let store = t.create_store("judged").await;
+        t.seed_catalog(&store).await;
+        let (status, body) = t
+            .put(
+                "/v1/products/boot",
+                &store.api_key,
+                &json!({"title": "Boot", "url": "https://shop.example/boot", "price": 9000, "currency": "EUR",
+                        "variants": [{"sku": "B-40"}, {"sku": "B-41"}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        // S-42 and B-41 sold out, S-43 in stock, B-40 removed by the shop.
+        t.stock(
+            &store,
+            json!([{"sku": "S-42", "available": 0}, {"sku": "S-43", "available": 5},
+                   {"sku": "B-40", "available": 0}, {"sku": "B-41", "available": 0}]),
+        )
+        .await;
+        let removed = "UPDATE variants SET removed_at = 1 WHERE sku = 'B-40'";
+        match &t.app.db {
+            restock::storage::Db::Sqlite(p) => {
+                sqlx::query(removed).execute(p).await.expect("remove");
+            }
+            restock::storage::Db::Postgres(p) => {
+                sqlx::query(removed).execute(p).await.expect("remove");
+            }
+        }
+
+        // Reading the variants of a group at once finds what reading each finds.
+        let store_id = StoreId(store.id);
+        let skus = ["S-42", "S-43", "B-40", "B-41", "NOPE"];
+        let group: Vec<(StoreId, &str)> = skus.iter().map(|s| (store_id, *s)).collect();
+        let at_once = t.app.db.sku_facts_of(&group).await.expect("facts");
+        for sku in skus {
+            let alone = t.app.db.sku_facts(store_id, sku).await.expect("facts");
+            assert_eq!(
+                at_once.get(&(store_id, sku.to_string())).copied(),
+                alone,
+                "{sku}"
+            );
+        }
+        assert_eq!(at_once.len(), 4, "{at_once:?}");
+
+        // Sent at once (groups on SQLite), every sign-up gets the answer its own
+        // variant calls for, and only the two sold-out variants take sign-ups.
+        let wanted = [
+            ("S-42", 201, "created"),
+            ("S-43", 409, "in_stock"),
+            ("B-40", 409, "discontinued"),
+            ("B-41", 201, "created"),
+            ("NOPE", 422, "unknown_sku"),
+        ];
+        let answers = futures::future::join_all((0..40).map(|i| {
+            let t = &t;
+            let store = &store;
+            let sku = wanted[i % wanted.len()].0;
+            async move {
+                t.subscribe(
+                    store,
+                    json!({"email": format!("j{i}@example.com"), "sku": sku}),
+                )
+                .await
+            }
+        }))
+        .await;
+        for (i, (status, body)) in answers.iter().enumerate() {
+            let (sku, want_status, want) = wanted[i % wanted.len()];
+            let got = if *status < 300 {
+                body["status"].clone()
+            } else {
+                body["code"].clone()
+            };
+            assert_eq!((*status, got), (want_status, json!(want)), "{sku}: {body}");
+        }
+        let waiting = t
+            .app
+            .db
+            .subscriptions(store_id, None, Some("waiting"), 0, 1_000)
+            .await
+            .expect("list");
+        assert_eq!(waiting.len(), 16, "{waiting:?}");
+        t.stop().await;
+    }
+);
