@@ -559,30 +559,31 @@ async fn subscribe_new_sqlite(
         ));
     }
     let rows = serde_json::Value::Array(rows).to_string();
-    for statement in [
+    // One statement list, run in one call: one hand-off to the connection's worker
+    // thread instead of one per table. The rows are read as JSONB, so each field
+    // is looked up in the parsed element instead of parsing its text again.
+    sqlx::query(concat!(
         "INSERT INTO shoppers (id, store_id, time_zone, created_at, updated_at) \
          SELECT r.value ->> 'shopper', r.value ->> 'store', r.value ->> 'time_zone', r.value ->> 'now', r.value ->> 'now' \
-         FROM json_each($1) r",
+         FROM jsonb_each(jsonb($1)) r; ",
         "INSERT INTO contact_points (id, store_id, shopper_id, channel, address, address_key, consent_at, created_at, updated_at) \
          SELECT r.value ->> 'contact', r.value ->> 'store', r.value ->> 'shopper', 'email', r.value ->> 'email', \
                 r.value ->> 'key', r.value ->> 'now', r.value ->> 'now', r.value ->> 'now' \
-         FROM json_each($1) r",
+         FROM jsonb_each(jsonb($1)) r; ",
         "INSERT INTO consents (id, store_id, shopper_id, contact_point_id, channel, granted, text, source, ip, user_agent, at) \
          SELECT r.value ->> 'consent', r.value ->> 'store', r.value ->> 'shopper', r.value ->> 'contact', 'email', TRUE, \
                 r.value ->> 'text', r.value ->> 'consent_source', r.value ->> 'ip', r.value ->> 'user_agent', r.value ->> 'now' \
-         FROM json_each($1) r",
+         FROM jsonb_each(jsonb($1)) r; ",
         "INSERT INTO subscriptions (id, store_id, shopper_id, product_id, variant_id, market, status, source, \
                                     created_at, last_signup_at, updated_at) \
          SELECT r.value ->> 'subscription', r.value ->> 'store', r.value ->> 'shopper', r.value ->> 'product', \
                 r.value ->> 'variant', r.value ->> 'market', 'waiting', r.value ->> 'source', \
                 r.value ->> 'now', r.value ->> 'now', r.value ->> 'now' \
-         FROM json_each($1) r",
-    ] {
-        sqlx::query(statement)
-            .bind(&rows)
-            .execute(&mut **tx)
-            .await?;
-    }
+         FROM jsonb_each(jsonb($1)) r",
+    ))
+    .bind(&rows)
+    .execute(&mut **tx)
+    .await?;
     Ok(out)
 }
 
