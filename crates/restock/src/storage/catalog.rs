@@ -139,6 +139,42 @@ macro_rules! sku_facts_columns {
     };
 }
 
+/// A row of [`Db::sku_facts_of`]: the facts of the variant of a store and SKU.
+#[derive(sqlx::FromRow)]
+pub(crate) struct FoundSku {
+    store_id: i64,
+    sku: String,
+    #[sqlx(flatten)]
+    facts: SkuFacts,
+}
+
+impl FoundSku {
+    pub(crate) fn by_key(found: Vec<FoundSku>) -> HashMap<(StoreId, String), SkuFacts> {
+        found
+            .into_iter()
+            .map(|f| ((StoreId(f.store_id), f.sku), f.facts))
+            .collect()
+    }
+}
+
+/// The statement of [`Db::sku_facts_of`], its SKUs bound as `$1` ([`sku_keys`]).
+pub(crate) fn sku_facts_of_sql(dialect: &impl Dialect) -> String {
+    format!(
+        concat!(
+            "SELECT v.store_id, v.sku, ",
+            sku_facts_columns!(),
+            " FROM {} JOIN variants v ON v.store_id = CAST(value ->> 0 AS BIGINT) AND v.sku = value ->> 1"
+        ),
+        dialect.json_rows("$1")
+    )
+}
+
+/// The stores and SKUs [`sku_facts_of_sql`] looks up, as its JSON parameter.
+pub(crate) fn sku_keys(skus: &[(StoreId, &str)]) -> String {
+    let keys: Vec<(i64, &str)> = skus.iter().map(|(store, sku)| (store.0, *sku)).collect();
+    serde_json::to_string(&keys).unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("SKU {0:?} belongs to another product of this store")]
@@ -443,27 +479,13 @@ impl Db {
         &self,
         skus: &[(StoreId, &str)],
     ) -> Result<HashMap<(StoreId, String), SkuFacts>> {
-        #[derive(sqlx::FromRow)]
-        struct Found {
-            store_id: i64,
-            sku: String,
-            #[sqlx(flatten)]
-            facts: SkuFacts,
-        }
-        let keys: Vec<(i64, &str)> = skus.iter().map(|(store, sku)| (store.0, *sku)).collect();
-        let keys = serde_json::to_string(&keys).unwrap_or_default();
-        let found: Vec<Found> = with_pool!(self, pool => {
-            let sql = format!(
-                concat!("SELECT v.store_id, v.sku, ", sku_facts_columns!(), " FROM {} \
-                 JOIN variants v ON v.store_id = CAST(value ->> 0 AS BIGINT) AND v.sku = value ->> 1"),
-                pool.json_rows("$1")
-            );
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(keys).fetch_all(pool).await?
+        let found: Vec<FoundSku> = with_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sku_facts_of_sql(pool)))
+                .bind(sku_keys(skus))
+                .fetch_all(pool)
+                .await?
         });
-        Ok(found
-            .into_iter()
-            .map(|f| ((StoreId(f.store_id), f.sku), f.facts))
-            .collect())
+        Ok(FoundSku::by_key(found))
     }
 
     pub async fn variant_by_inventory_item(

@@ -481,7 +481,7 @@ trait FirstSignUps {
     ) -> std::result::Result<Vec<(usize, SubscribeOutcome)>, sqlx::Error>;
 }
 
-impl FirstSignUps for sqlx::Transaction<'static, sqlx::Sqlite> {
+impl FirstSignUps for sqlx::Transaction<'_, sqlx::Sqlite> {
     async fn first_signups(
         &mut self,
         signups: &[(StoreId, &SignUp, i64)],
@@ -587,6 +587,58 @@ async fn subscribe_new_sqlite(
     Ok(out)
 }
 
+/// The writes of [`Db::subscribe_group`] in the write transaction `$tx`: the
+/// outcomes, or `None` if one of them failed (the caller then rolls back).
+macro_rules! group_in {
+    ($tx:ident, $signups:expr) => {{
+        let signups: &[(StoreId, &SignUp, i64)] = $signups;
+        async {
+            let mut out: Vec<Option<SubscribeOutcome>> = vec![None; signups.len()];
+            // First sign-ups of addresses the store does not know, written set-wise
+            // on SQLite. A failure rolls the group back like any other.
+            match $tx.first_signups(signups).await {
+                Ok(fresh) => {
+                    for (i, outcome) in fresh {
+                        out[i] = Some(outcome);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the group's first sign-ups failed; the group is rolled back");
+                    return None;
+                }
+            }
+            for (i, &(store, s, now)) in signups.iter().enumerate() {
+                if out[i].is_some() {
+                    continue;
+                }
+                match subscribe_in!($tx, store, s, now) {
+                    Ok(outcome) => out[i] = Some(outcome),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a sign-up of a group failed; the group is rolled back");
+                        return None;
+                    }
+                }
+            }
+            Some(out.into_iter().flatten().collect::<Vec<_>>())
+        }
+        .await
+    }};
+}
+
+/// [`Db::subscribe_group`]'s writes in a SQLite write transaction its caller began
+/// and ends (the sign-up writer, which reads the group's variants in it too):
+/// the outcomes, or `None` if one of them failed and the caller is to roll back.
+pub(crate) async fn subscribe_group_in<'c>(
+    mut tx: sqlx::Transaction<'c, sqlx::Sqlite>,
+    signups: &[(StoreId, &SignUp, i64)],
+) -> (
+    sqlx::Transaction<'c, sqlx::Sqlite>,
+    Option<Vec<SubscribeOutcome>>,
+) {
+    let out = group_in!(tx, signups);
+    (tx, out)
+}
+
 impl Db {
     /// Signs a shopper up: finds (or creates) the shopper by their address, records
     /// their consent to email, and adds the sign-up — or renews the one waiting.
@@ -634,36 +686,16 @@ impl Db {
     ) -> Result<Option<Vec<SubscribeOutcome>>> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let mut out: Vec<Option<SubscribeOutcome>> = vec![None; signups.len()];
-            // First sign-ups of addresses the store does not know, written set-wise
-            // on SQLite. A failure rolls the group back like any other.
-            match tx.first_signups(signups).await {
-                Ok(fresh) => {
-                    for (i, outcome) in fresh {
-                        out[i] = Some(outcome);
-                    }
+            match group_in!(tx, signups) {
+                Some(out) => {
+                    tx.commit().await?;
+                    Ok(Some(out))
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "the group's first sign-ups failed; the group is rolled back");
+                None => {
                     tx.rollback().await?;
-                    return Ok(None);
+                    Ok(None)
                 }
             }
-            for (i, &(store, s, now)) in signups.iter().enumerate() {
-                if out[i].is_some() {
-                    continue;
-                }
-                match subscribe_in!(tx, store, s, now) {
-                    Ok(outcome) => out[i] = Some(outcome),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "a sign-up of a group failed; the group is rolled back");
-                        tx.rollback().await?;
-                        return Ok(None);
-                    }
-                }
-            }
-            tx.commit().await?;
-            Ok(Some(out.into_iter().flatten().collect()))
         })
     }
 

@@ -7,8 +7,9 @@
 //! outcome; if one of them fails, the group is rolled back and each is written on
 //! its own, so a bad sign-up fails nobody else. An idle writer takes the first sign-up at once,
 //! so a lone shopper waits for nothing. A storefront sign-up by SKU hands its SKU
-//! over unread: the writer reads the variants of the whole group in one statement
-//! and applies the same rule ([`SkuFacts::target`]) to each, instead of each request
+//! over unread: the writer reads the variants of the whole group in one statement,
+//! in the group's transaction on a connection it keeps between groups, and applies
+//! the same rule ([`SkuFacts::target`]) to each, instead of each request
 //! making a read of its own first (a hand-off to a connection's thread and back,
 //! and another to return it to the pool). PostgreSQL has row locks and concurrent
 //! commits, so its sign-ups keep the direct path.
@@ -16,10 +17,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Connection, Sqlite, SqlitePool};
+
 use restock_core::ids::StoreId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::demand::{SignUp, SkuFacts, SkuRefusal, SubscribeOutcome, Target};
+use super::catalog::{FoundSku, sku_facts_of_sql, sku_keys};
+use super::demand::{SignUp, SkuFacts, SkuRefusal, SubscribeOutcome, Target, subscribe_group_in};
 use super::write_turns::WriteTurns;
 use super::{Db, Result};
 
@@ -168,84 +173,171 @@ async fn subscribe_sku_alone(
     }
 }
 
+/// A sign-up the writer's group could not write, left to be written on its own.
+enum Alone {
+    Job(Job),
+    SignUp(StoreId, SignUp, i64, Reply),
+}
+
 async fn write_groups(db: Db, turns: WriteTurns, mut rx: mpsc::Receiver<Job>) {
+    let Db::Sqlite(pool) = &db else { return };
+    // The writer keeps a connection of its own between groups: a group is then one
+    // transaction on it, with no pool checkout, and no round trip to check the
+    // connection when it would go back to the pool.
+    // It gives it back when the pool closes, which waits for every connection.
+    let mut conn: Option<PoolConnection<Sqlite>> = None;
+    let mut closed = std::pin::pin!(pool.close_event());
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
-        let mut group: Vec<(StoreId, SignUp, i64, Reply)> = Vec::with_capacity(jobs.len());
-        // The variants the group's sign-ups by SKU name, read in one statement.
-        let skus: BTreeSet<(StoreId, &str)> = jobs
-            .iter()
-            .filter_map(|job| match job {
-                Job::Sku { store, sku, .. } => Some((*store, sku.as_str())),
-                Job::Given { .. } => None,
-            })
-            .collect();
-        let facts: Option<HashMap<(StoreId, String), SkuFacts>> = if skus.is_empty() {
-            Some(HashMap::new())
-        } else {
-            let skus: Vec<(StoreId, &str)> = skus.into_iter().collect();
-            match db.sku_facts_of(&skus).await {
-                Ok(facts) => Some(facts),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the variants of a group of sign-ups failed; each reads its own");
-                    None
-                }
+    loop {
+        let taken = tokio::select! {
+            biased;
+            _ = &mut closed, if conn.is_some() => {
+                conn = None;
+                continue;
             }
+            taken = rx.recv_many(&mut jobs, MAX_GROUP) => taken,
         };
-        for job in jobs.drain(..) {
-            match job {
-                Job::Given {
+        if taken == 0 {
+            break;
+        }
+        let _turn = turns.take().await;
+        let alone = match &mut conn {
+            Some(c) => write_group(pool, c, jobs.drain(..)).await,
+            None => match pool.acquire().await {
+                Ok(c) => write_group(pool, conn.insert(c), jobs.drain(..)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the sign-up writer has no connection; writing the sign-ups one by one");
+                    jobs.drain(..).map(Alone::Job).collect()
+                }
+            },
+        };
+        if alone.is_empty() {
+            continue;
+        }
+        // Something failed (the connection, or one sign-up of the group, which
+        // rolled the group back). The connection is given back before each sign-up
+        // is written on its own from the pool, so each caller gets its own answer.
+        conn = None;
+        for a in alone {
+            match a {
+                Alone::Job(Job::Given {
                     store,
                     signup,
                     now,
                     reply,
-                } => group.push((store, signup, now, Reply::Given(reply))),
-                Job::Sku {
+                }) => {
+                    let _ = reply.send(db.subscribe(store, &signup, now).await);
+                }
+                Alone::Job(Job::Sku {
                     store,
                     sku,
                     signup,
                     now,
                     reply,
-                } => {
-                    let Some(facts) = &facts else {
-                        let _ =
-                            reply.send(subscribe_sku_alone(&db, store, &sku, signup, now).await);
-                        continue;
-                    };
-                    match SkuFacts::target(facts.get(&(store, sku)).copied()) {
-                        Ok(target) => group.push((store, signup(target), now, Reply::Sku(reply))),
-                        Err(refusal) => {
-                            let _ = reply.send(Ok(Err(refusal)));
-                        }
-                    }
+                }) => {
+                    let _ = reply.send(subscribe_sku_alone(&db, store, &sku, signup, now).await);
                 }
-            }
-        }
-        if group.is_empty() {
-            continue;
-        }
-        let _turn = turns.take().await;
-        let signups: Vec<(StoreId, &SignUp, i64)> = group
-            .iter()
-            .map(|(store, signup, now, _)| (*store, signup, *now))
-            .collect();
-        match db.subscribe_group(&signups).await {
-            Ok(Some(outcomes)) => {
-                for ((_, _, _, reply), outcome) in group.into_iter().zip(outcomes) {
-                    reply.send(Ok(outcome));
-                }
-            }
-            result => {
-                // Nothing of the group was written (one sign-up failed, or the
-                // transaction could not start or commit): each sign-up is tried on
-                // its own, so each caller gets its own answer.
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, size = group.len(), "a group of sign-ups failed; writing them one by one");
-                }
-                for (store, signup, now, reply) in group {
+                Alone::SignUp(store, signup, now, reply) => {
                     reply.send(db.subscribe(store, &signup, now).await);
                 }
             }
         }
+    }
+}
+
+/// Writes a group in one transaction on the writer's connection: reads the
+/// variants its sign-ups by SKU name, answers those the rule refuses, and writes
+/// the rest. Returns the sign-ups left to be written on their own (none when the
+/// group committed).
+async fn write_group(
+    pool: &SqlitePool,
+    conn: &mut PoolConnection<Sqlite>,
+    jobs: impl Iterator<Item = Job>,
+) -> Vec<Alone> {
+    let jobs: Vec<Job> = jobs.collect();
+    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::warn!(error = %e, "a group of sign-ups could not begin; writing them one by one");
+            return jobs.into_iter().map(Alone::Job).collect();
+        }
+    };
+    let skus: Vec<(StoreId, &str)> = jobs
+        .iter()
+        .filter_map(|job| match job {
+            Job::Sku { store, sku, .. } => Some((*store, sku.as_str())),
+            Job::Given { .. } => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let facts: HashMap<(StoreId, String), SkuFacts> = if skus.is_empty() {
+        HashMap::new()
+    } else {
+        let read = sqlx::query_as::<_, FoundSku>(AssertSqlSafe(sku_facts_of_sql(pool)))
+            .bind(sku_keys(&skus))
+            .fetch_all(&mut *tx)
+            .await;
+        match read {
+            Ok(found) => FoundSku::by_key(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the variants of a group of sign-ups failed; writing them one by one");
+                drop(tx);
+                return jobs.into_iter().map(Alone::Job).collect();
+            }
+        }
+    };
+    let mut group: Vec<(StoreId, SignUp, i64, Reply)> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match job {
+            Job::Given {
+                store,
+                signup,
+                now,
+                reply,
+            } => group.push((store, signup, now, Reply::Given(reply))),
+            Job::Sku {
+                store,
+                sku,
+                signup,
+                now,
+                reply,
+            } => match SkuFacts::target(facts.get(&(store, sku)).copied()) {
+                Ok(target) => group.push((store, signup(target), now, Reply::Sku(reply))),
+                Err(refusal) => {
+                    let _ = reply.send(Ok(Err(refusal)));
+                }
+            },
+        }
+    }
+    let signups: Vec<(StoreId, &SignUp, i64)> = group
+        .iter()
+        .map(|(store, signup, now, _)| (*store, signup, *now))
+        .collect();
+    let (tx, outcomes) = subscribe_group_in(tx, &signups).await;
+    let written = match outcomes {
+        Some(outcomes) => match tx.commit().await {
+            Ok(()) => Some(outcomes),
+            Err(e) => {
+                tracing::warn!(error = %e, size = group.len(), "a group of sign-ups failed to commit; writing them one by one");
+                None
+            }
+        },
+        None => {
+            let _ = tx.rollback().await;
+            None
+        }
+    };
+    match written {
+        Some(outcomes) => {
+            for ((_, _, _, reply), outcome) in group.into_iter().zip(outcomes) {
+                reply.send(Ok(outcome));
+            }
+            Vec::new()
+        }
+        None => group
+            .into_iter()
+            .map(|(store, signup, now, reply)| Alone::SignUp(store, signup, now, reply))
+            .collect(),
     }
 }
