@@ -139,40 +139,33 @@ macro_rules! sku_facts_columns {
     };
 }
 
-/// A row of [`Db::sku_facts_of`]: the facts of the variant of a store and SKU.
-#[derive(sqlx::FromRow)]
-pub(crate) struct FoundSku {
-    store_id: i64,
-    sku: String,
-    #[sqlx(flatten)]
-    facts: SkuFacts,
-}
-
-impl FoundSku {
-    pub(crate) fn by_key(found: Vec<FoundSku>) -> HashMap<(StoreId, String), SkuFacts> {
-        found
-            .into_iter()
-            .map(|f| ((StoreId(f.store_id), f.sku), f.facts))
-            .collect()
+/// The facts ([`Db::sku_facts`]) of the variants `skus` name, read in one statement
+/// on a SQLite connection (the sign-up writer's, in its group's transaction), keyed
+/// by store and SKU; a SKU no variant has is absent.
+pub async fn sku_facts_of(
+    conn: &mut sqlx::SqliteConnection,
+    skus: &[(StoreId, &str)],
+) -> sqlx::Result<HashMap<(StoreId, String), SkuFacts>> {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        store_id: i64,
+        sku: String,
+        #[sqlx(flatten)]
+        facts: SkuFacts,
     }
-}
-
-/// The statement of [`Db::sku_facts_of`], its SKUs bound as `$1` ([`sku_keys`]).
-pub(crate) fn sku_facts_of_sql(dialect: &impl Dialect) -> String {
-    format!(
-        concat!(
-            "SELECT v.store_id, v.sku, ",
-            sku_facts_columns!(),
-            " FROM {} JOIN variants v ON v.store_id = CAST(value ->> 0 AS BIGINT) AND v.sku = value ->> 1"
-        ),
-        dialect.json_rows("$1")
-    )
-}
-
-/// The stores and SKUs [`sku_facts_of_sql`] looks up, as its JSON parameter.
-pub(crate) fn sku_keys(skus: &[(StoreId, &str)]) -> String {
     let keys: Vec<(i64, &str)> = skus.iter().map(|(store, sku)| (store.0, *sku)).collect();
-    serde_json::to_string(&keys).unwrap_or_default()
+    let found: Vec<Found> = sqlx::query_as(concat!(
+        "SELECT v.store_id, v.sku, ",
+        sku_facts_columns!(),
+        " FROM json_each($1) JOIN variants v ON v.store_id = CAST(value ->> 0 AS BIGINT) AND v.sku = value ->> 1"
+    ))
+    .bind(serde_json::to_string(&keys).unwrap_or_default())
+    .fetch_all(conn)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|f| ((StoreId(f.store_id), f.sku), f.facts))
+        .collect())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -471,21 +464,6 @@ impl Db {
                 .fetch_optional(pool)
                 .await?)
         })
-    }
-
-    /// [`Db::sku_facts`] of several SKUs in one statement (a group of sign-ups),
-    /// keyed by store and SKU; a SKU no variant has is absent.
-    pub async fn sku_facts_of(
-        &self,
-        skus: &[(StoreId, &str)],
-    ) -> Result<HashMap<(StoreId, String), SkuFacts>> {
-        let found: Vec<FoundSku> = with_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sku_facts_of_sql(pool)))
-                .bind(sku_keys(skus))
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(FoundSku::by_key(found))
     }
 
     pub async fn variant_by_inventory_item(

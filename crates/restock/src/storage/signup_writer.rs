@@ -18,12 +18,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{AssertSqlSafe, Connection, Sqlite, SqlitePool};
+use sqlx::{Connection, Sqlite};
 
 use restock_core::ids::StoreId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::catalog::{FoundSku, sku_facts_of_sql, sku_keys};
+use super::catalog::sku_facts_of;
 use super::demand::{SignUp, SkuFacts, SkuRefusal, SubscribeOutcome, Target, subscribe_group_in};
 use super::write_turns::WriteTurns;
 use super::{Db, Result};
@@ -202,9 +202,9 @@ async fn write_groups(db: Db, turns: WriteTurns, mut rx: mpsc::Receiver<Job>) {
         }
         let _turn = turns.take().await;
         let alone = match &mut conn {
-            Some(c) => write_group(pool, c, jobs.drain(..)).await,
+            Some(c) => write_group(c, std::mem::take(&mut jobs)).await,
             None => match pool.acquire().await {
-                Ok(c) => write_group(pool, conn.insert(c), jobs.drain(..)).await,
+                Ok(c) => write_group(conn.insert(c), std::mem::take(&mut jobs)).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "the sign-up writer has no connection; writing the sign-ups one by one");
                     jobs.drain(..).map(Alone::Job).collect()
@@ -249,12 +249,7 @@ async fn write_groups(db: Db, turns: WriteTurns, mut rx: mpsc::Receiver<Job>) {
 /// variants its sign-ups by SKU name, answers those the rule refuses, and writes
 /// the rest. Returns the sign-ups left to be written on their own (none when the
 /// group committed).
-async fn write_group(
-    pool: &SqlitePool,
-    conn: &mut PoolConnection<Sqlite>,
-    jobs: impl Iterator<Item = Job>,
-) -> Vec<Alone> {
-    let jobs: Vec<Job> = jobs.collect();
+async fn write_group(conn: &mut PoolConnection<Sqlite>, jobs: Vec<Job>) -> Vec<Alone> {
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(e) => {
@@ -274,12 +269,9 @@ async fn write_group(
     let facts: HashMap<(StoreId, String), SkuFacts> = if skus.is_empty() {
         HashMap::new()
     } else {
-        let read = sqlx::query_as::<_, FoundSku>(AssertSqlSafe(sku_facts_of_sql(pool)))
-            .bind(sku_keys(&skus))
-            .fetch_all(&mut *tx)
-            .await;
+        let read = sku_facts_of(&mut tx, &skus).await;
         match read {
-            Ok(found) => FoundSku::by_key(found),
+            Ok(facts) => facts,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the variants of a group of sign-ups failed; writing them one by one");
                 drop(tx);
