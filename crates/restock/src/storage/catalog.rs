@@ -139,6 +139,27 @@ macro_rules! sku_facts_columns {
     };
 }
 
+/// [`Db::sku_facts`]'s statement.
+const SKU_FACTS: &str = concat!(
+    "SELECT ",
+    sku_facts_columns!(),
+    " FROM variants v WHERE v.store_id = $1 AND v.sku = $2"
+);
+
+/// [`Db::sku_facts`] on a PostgreSQL connection the caller holds (a sign-up by
+/// SKU, which then signs up on the same connection).
+pub async fn sku_facts_pg(
+    conn: &mut sqlx::PgConnection,
+    store: StoreId,
+    sku: &str,
+) -> sqlx::Result<Option<SkuFacts>> {
+    sqlx::query_as(SKU_FACTS)
+        .bind(store.0)
+        .bind(sku)
+        .fetch_optional(conn)
+        .await
+}
+
 /// The facts ([`Db::sku_facts`]) of the variants `skus` name, read in one statement
 /// on a SQLite connection (the sign-up writer's, in its group's transaction), keyed
 /// by store and SKU; a SKU no variant has is absent.
@@ -458,7 +479,7 @@ impl Db {
     /// What the sign-up rule ([`SkuFacts::target`]) reads of the variant a SKU names.
     pub async fn sku_facts(&self, store: StoreId, sku: &str) -> Result<Option<SkuFacts>> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(concat!("SELECT ", sku_facts_columns!(), " FROM variants v WHERE v.store_id = $1 AND v.sku = $2"))
+            Ok(sqlx::query_as(SKU_FACTS)
                 .bind(store.0)
                 .bind(sku)
                 .fetch_optional(pool)

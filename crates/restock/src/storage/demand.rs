@@ -317,6 +317,23 @@ macro_rules! record_consent {
     }};
 }
 
+/// The condition a shopper's sign-up (`subscriptions`, unaliased) meets when it is
+/// waiting for the product, variant and market given as the placeholders named:
+/// a sign-up for the same target renews it instead of adding another.
+macro_rules! waiting_for_target {
+    ($product:literal, $variant:literal, $market:literal) => {
+        concat!(
+            "product_id = ",
+            $product,
+            " AND COALESCE(variant_id, 0) = COALESCE(",
+            $variant,
+            ", 0) AND COALESCE(market, '') = COALESCE(",
+            $market,
+            ", '') AND status = 'waiting'"
+        )
+    };
+}
+
 /// One sign-up inside the caller's transaction (`$tx`), as an async block: finds
 /// (or creates) the shopper by their address, records their consent to email, and
 /// adds the sign-up or renews the one waiting. Shared by the one-at-a-time and the
@@ -327,15 +344,20 @@ macro_rules! subscribe_in {
         async {
             let (product, variant) = s.target.columns();
             let market = s.market.as_ref().map(|m| m.as_str().to_string());
-            let (shopper, contact, suppressed, opted_out, narrow, created) =
+            let (shopper, contact, suppressed, opted_out, opt_outs, created) =
                 shopper_for_email!($tx, store, s.email, now);
-            if suppressed.is_some() {
-                return Ok::<_, super::StorageError>(SubscribeOutcome::Suppressed);
-            }
-            if opted_out.is_some() {
-                if s.anonymous {
-                    return Ok::<_, super::StorageError>(SubscribeOutcome::ConfirmationRequired);
-                }
+            let known = Known {
+                shopper,
+                contact,
+                suppressed: suppressed.is_some(),
+                opted_out: opted_out.is_some(),
+                opt_outs,
+            };
+            let renewal = match known.renewal(s) {
+                Ok(renewal) => renewal,
+                Err(outcome) => return Ok::<_, super::StorageError>(outcome),
+            };
+            if renewal.opt_in_again {
                 // The merchant vouches for a fresh consent: opted in again.
                 sqlx::query("UPDATE shoppers SET opted_out_at = NULL, updated_at = $2 WHERE id = $1")
                     .bind(shopper)
@@ -343,36 +365,28 @@ macro_rules! subscribe_in {
                     .execute(&mut *$tx)
                     .await?;
             }
-            if let Some(tz) = s.time_zone {
+            if let Some(tz) = renewal.time_zone {
                 sqlx::query("UPDATE shoppers SET time_zone = $2, updated_at = $3 WHERE id = $1")
                     .bind(shopper)
-                    .bind(tz.name())
+                    .bind(tz)
                     .bind(now)
                     .execute(&mut *$tx)
                     .await?;
             }
             // A contact point created just now already carries the consent's time.
             record_consent!($tx, store, shopper, contact, "email", true, s.consent, now, !created);
-            // Signing up by email is opting in to email: a channel opt-out is lifted.
-            if let Some(json) = narrow {
-                let mut o = parse_opt_outs(None, Some(&json));
-                if o.channels.contains(&Channel::Email) {
-                    o.channels.retain(|c| *c != Channel::Email);
-                    let json = (!o.is_empty()).then(|| serde_json::to_string(&o).unwrap_or_default());
-                    sqlx::query("UPDATE shoppers SET opt_outs = $2, updated_at = $3 WHERE id = $1")
-                        .bind(shopper)
-                        .bind(json)
-                        .bind(now)
-                        .execute(&mut *$tx)
-                        .await?;
-                }
+            if let Some(json) = &renewal.opt_outs {
+                sqlx::query("UPDATE shoppers SET opt_outs = $2, updated_at = $3 WHERE id = $1")
+                    .bind(shopper)
+                    .bind(json)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
             }
             // A shopper created just now has no sign-ups to renew.
-            let existing: Option<i64> = if created { None } else { sqlx::query_scalar(
-                "SELECT id FROM subscriptions WHERE shopper_id = $1 AND product_id = $2 \
-                 AND COALESCE(variant_id, 0) = COALESCE($3, 0) AND COALESCE(market, '') = COALESCE($4, '') \
-                 AND status = 'waiting'",
-            )
+            let existing: Option<i64> = if created { None } else { sqlx::query_scalar(concat!(
+                "SELECT id FROM subscriptions WHERE shopper_id = $1 AND ", waiting_for_target!("$2", "$3", "$4"),
+            ))
             .bind(shopper)
             .bind(product.0)
             .bind(variant)
@@ -412,27 +426,133 @@ macro_rules! subscribe_in {
     }};
 }
 
-/// A first sign-up of an address on PostgreSQL, in one round trip instead of seven:
-/// one statement that, unless the address is known, writes the shopper, their
-/// contact point, the consent and the sign-up together (a statement is atomic on its
-/// own). These are the rows [`subscribe_in!`] writes for an address it does not know
-/// (a new shopper has no opt-out, no suppression and no sign-up to renew). `None`
-/// when the address is known — or became known meanwhile (the insert then breaks the
-/// contact points' uniqueness and writes nothing) — and the transactional path
-/// decides.
-async fn subscribe_new_pg(
-    pool: &sqlx::PgPool,
+/// What a sign-up finds of an address the store already knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Known {
+    shopper: i64,
+    contact: i64,
+    /// The address bounced.
+    suppressed: bool,
+    /// The shopper opted out of everything.
+    opted_out: bool,
+    /// The shopper's narrower opt-outs, as stored.
+    opt_outs: Option<String>,
+}
+
+/// The changes to a known shopper a sign-up makes besides its consent and the
+/// sign-up itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Renewal {
+    /// They had opted out of everything and are opted in again.
+    opt_in_again: bool,
+    /// Their time zone, as the sign-up gives it.
+    time_zone: Option<&'static str>,
+    /// Their narrower opt-outs rewritten, where they change (`Some(None)`: none left).
+    opt_outs: Option<Option<String>>,
+}
+
+impl Known {
+    /// The rule for a sign-up of an address the store knows: nothing is written
+    /// for an address that bounced, nor for a shopper who opted out of everything
+    /// when the sign-up is anonymous (an authenticated one vouches for a fresh
+    /// consent and opts them in again); signing up by email lifts an opt-out of
+    /// email. Both databases' sign-up paths decide by it.
+    fn renewal(&self, s: &SignUp) -> std::result::Result<Renewal, SubscribeOutcome> {
+        if self.suppressed {
+            return Err(SubscribeOutcome::Suppressed);
+        }
+        if self.opted_out && s.anonymous {
+            return Err(SubscribeOutcome::ConfirmationRequired);
+        }
+        let opt_outs = self.opt_outs.as_deref().and_then(|json| {
+            let mut o = parse_opt_outs(None, Some(json));
+            o.channels.contains(&Channel::Email).then(|| {
+                o.channels.retain(|c| *c != Channel::Email);
+                (!o.is_empty()).then(|| serde_json::to_string(&o).unwrap_or_default())
+            })
+        });
+        Ok(Renewal {
+            opt_in_again: self.opted_out,
+            time_zone: s.time_zone.map(|tz| tz.name()),
+            opt_outs,
+        })
+    }
+}
+
+/// A sign-up on PostgreSQL on one connection, in two statements at most instead of
+/// up to nine: [`first_or_known_pg`] writes a first sign-up whole, or reads what
+/// the store knows of the address; the rule ([`Known::renewal`]) decides; and
+/// [`renew_known_pg`] writes the rest. Each statement is atomic on its own. One that
+/// meets a concurrent sign-up of the same address (its first sign-up, or one for
+/// the same target) breaks a uniqueness and writes nothing; the sign-up is then
+/// taken again from the start, and finds what the other wrote.
+pub(crate) async fn subscribe_pg(
+    conn: &mut sqlx::PgConnection,
     store: StoreId,
     s: &SignUp,
     now: i64,
-) -> Result<Option<SubscribeOutcome>> {
+) -> Result<SubscribeOutcome> {
+    let mut attempt = 1;
+    loop {
+        let outcome = match first_or_known_pg(conn, store, s, now).await {
+            Ok(FirstOrKnown::Created(outcome)) => Ok(outcome),
+            Ok(FirstOrKnown::Known(known, waiting)) => match known.renewal(s) {
+                Ok(renewal) => renew_known_pg(conn, store, s, now, &known, &renewal, waiting).await,
+                Err(outcome) => Ok(outcome),
+            },
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempt < 3 => attempt += 1,
+            outcome => return Ok(outcome?),
+        }
+    }
+}
+
+/// A sign-up's first statement on PostgreSQL: a first sign-up written, or what
+/// the store knows of the address with the sign-up waiting for the same target.
+enum FirstOrKnown {
+    Created(SubscribeOutcome),
+    Known(Known, Option<i64>),
+}
+
+/// One statement that, unless the address is known, writes the shopper, their
+/// contact point, the consent and the sign-up together (a statement is atomic on its
+/// own): the rows [`subscribe_in!`] writes for an address it does not know (a new
+/// shopper has no opt-out, no suppression and no sign-up to renew). For a known
+/// address it writes nothing and returns what [`Known::renewal`] reads, and the
+/// shopper's sign-up waiting for the same target. A unique violation, with nothing
+/// written, when the address became known meanwhile.
+async fn first_or_known_pg(
+    conn: &mut sqlx::PgConnection,
+    store: StoreId,
+    s: &SignUp,
+    now: i64,
+) -> std::result::Result<FirstOrKnown, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        subscription: Option<i64>,
+        shopper: i64,
+        contact: Option<i64>,
+        suppressed: bool,
+        opted_out: bool,
+        opt_outs: Option<String>,
+        waiting: Option<i64>,
+    }
     let key = s.email.identity_key();
     let (product, variant) = s.target.columns();
-    let written: std::result::Result<Option<(i64, i64)>, sqlx::Error> = sqlx::query_as(
-        "WITH sh AS ( \
+    let row: Row = sqlx::query_as(concat!(
+        "WITH known AS ( \
+             SELECT cp.shopper_id, cp.id AS contact, cp.suppressed_at IS NOT NULL AS suppressed, \
+                    sh.opted_out_at IS NOT NULL AS opted_out, sh.opt_outs, \
+                    (SELECT id FROM subscriptions WHERE shopper_id = cp.shopper_id AND ",
+        waiting_for_target!("$10", "$11", "$12"),
+        ") AS waiting \
+             FROM contact_points cp JOIN shoppers sh ON sh.id = cp.shopper_id \
+             WHERE cp.store_id = $1 AND cp.channel = 'email' AND cp.address_key = $5), \
+         sh AS ( \
              INSERT INTO shoppers (store_id, time_zone, created_at, updated_at) \
-             SELECT $1, $2, $3, $3 WHERE NOT EXISTS ( \
-                 SELECT 1 FROM contact_points WHERE store_id = $1 AND channel = 'email' AND address_key = $5) \
+             SELECT $1, $2, $3, $3 WHERE NOT EXISTS (SELECT 1 FROM known) \
              RETURNING id), \
          cp AS ( \
              INSERT INTO contact_points (store_id, shopper_id, channel, address, address_key, consent_at, created_at, updated_at) \
@@ -444,8 +564,11 @@ async fn subscribe_new_pg(
              INSERT INTO subscriptions (store_id, shopper_id, product_id, variant_id, market, status, source, \
                                         created_at, last_signup_at, updated_at) \
              SELECT $1, cp.shopper_id, $10, $11, $12, 'waiting', $13, $3, $3, $3 FROM cp RETURNING id, shopper_id) \
-         SELECT id, shopper_id FROM su",
-    )
+         SELECT id AS subscription, shopper_id AS shopper, NULL::bigint AS contact, FALSE AS suppressed, \
+                FALSE AS opted_out, NULL::text AS opt_outs, NULL::bigint AS waiting FROM su \
+         UNION ALL \
+         SELECT NULL, shopper_id, contact, suppressed, opted_out, opt_outs, waiting FROM known",
+    ))
     .bind(store.0)
     .bind(s.time_zone.map(|tz| tz.name()))
     .bind(now)
@@ -459,17 +582,85 @@ async fn subscribe_new_pg(
     .bind(variant)
     .bind(s.market.as_ref().map(|m| m.as_str()))
     .bind(&s.source)
-    .fetch_optional(pool)
-    .await;
-    match written {
-        Ok(Some((id, shopper))) => Ok(Some(SubscribeOutcome::Created(
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(match (row.subscription, row.contact) {
+        (Some(id), _) => FirstOrKnown::Created(SubscribeOutcome::Created(
             SubscriptionId(id),
-            ShopperId(shopper),
-        ))),
-        Ok(None) => Ok(None),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+            ShopperId(row.shopper),
+        )),
+        (None, contact) => FirstOrKnown::Known(
+            Known {
+                shopper: row.shopper,
+                contact: contact.unwrap_or_default(),
+                suppressed: row.suppressed,
+                opted_out: row.opted_out,
+                opt_outs: row.opt_outs,
+            },
+            row.waiting,
+        ),
+    })
+}
+
+/// The writes [`subscribe_in!`] makes for a known address, as [`Known::renewal`]
+/// decided them, in one statement: the sign-up `waiting` renewed — or a new one
+/// when there is none, or it ended meanwhile — the shopper's changes, the consent,
+/// and the contact point's consent. Concurrent ones lock the rows they share in
+/// the same order: the sign-up, the shopper, the contact point.
+async fn renew_known_pg(
+    conn: &mut sqlx::PgConnection,
+    store: StoreId,
+    s: &SignUp,
+    now: i64,
+    known: &Known,
+    renewal: &Renewal,
+    waiting: Option<i64>,
+) -> std::result::Result<SubscribeOutcome, sqlx::Error> {
+    let (product, variant) = s.target.columns();
+    let (id, created): (i64, bool) = sqlx::query_as(
+        "WITH re AS ( \
+             UPDATE subscriptions SET last_signup_at = $3, updated_at = $3 \
+             WHERE id = $4 AND status = 'waiting' RETURNING id), \
+         su AS ( \
+             INSERT INTO subscriptions (store_id, shopper_id, product_id, variant_id, market, status, source, \
+                                        created_at, last_signup_at, updated_at) \
+             SELECT $1, $2, $5, $6, $7, 'waiting', $8, $3, $3, $3 WHERE NOT EXISTS (SELECT 1 FROM re) RETURNING id), \
+         sh AS ( \
+             UPDATE shoppers SET opted_out_at = CASE WHEN $9 THEN NULL ELSE opted_out_at END, \
+                 time_zone = COALESCE($10, time_zone), \
+                 opt_outs = CASE WHEN $11 THEN $12 ELSE opt_outs END, updated_at = $3 \
+             WHERE id = $2 AND ($9 OR $10 IS NOT NULL OR $11)), \
+         co AS ( \
+             INSERT INTO consents (store_id, shopper_id, contact_point_id, channel, granted, text, source, ip, user_agent, at) \
+             VALUES ($1, $2, $13, 'email', TRUE, $14, $15, $16, $17, $3)), \
+         cp AS ( \
+             UPDATE contact_points SET consent_at = $3, consent_withdrawn_at = NULL, updated_at = $3 WHERE id = $13) \
+         SELECT id, FALSE FROM re UNION ALL SELECT id, TRUE FROM su",
+    )
+    .bind(store.0)
+    .bind(known.shopper)
+    .bind(now)
+    .bind(waiting)
+    .bind(product.0)
+    .bind(variant)
+    .bind(s.market.as_ref().map(|m| m.as_str()))
+    .bind(&s.source)
+    .bind(renewal.opt_in_again)
+    .bind(renewal.time_zone)
+    .bind(renewal.opt_outs.is_some())
+    .bind(renewal.opt_outs.clone().flatten())
+    .bind(known.contact)
+    .bind(&s.consent.text)
+    .bind(&s.consent.source)
+    .bind(s.consent.ip.as_deref())
+    .bind(s.consent.user_agent.as_deref())
+    .fetch_one(&mut *conn)
+    .await?;
+    let (id, shopper) = (SubscriptionId(id), ShopperId(known.shopper));
+    Ok(match created {
+        true => SubscribeOutcome::Created(id, shopper),
+        false => SubscribeOutcome::Merged(id, shopper),
+    })
 }
 
 /// Writes a group's first sign-ups of unknown addresses at once, where the database
@@ -648,31 +839,24 @@ impl Db {
         s: &SignUp,
         now: i64,
     ) -> Result<SubscribeOutcome> {
-        if let Db::Postgres(pool) = self
-            && let Some(outcome) = subscribe_new_pg(pool, store, s, now).await?
-        {
-            return Ok(outcome);
-        }
-        match self.subscribe_in_tx(store, s, now).await {
-            // A concurrent first sign-up of the same address created its shopper
-            // between this one's look-up and its insert: this one joins that shopper.
-            Err(e) if e.unique_violation() => self.subscribe_in_tx(store, s, now).await,
-            result => result,
-        }
-    }
-
-    async fn subscribe_in_tx(
-        &self,
-        store: StoreId,
-        s: &SignUp,
-        now: i64,
-    ) -> Result<SubscribeOutcome> {
-        with_pool!(self, pool => {
+        let pool = match self {
+            Db::Postgres(pool) => {
+                return subscribe_pg(&mut *pool.acquire().await?, store, s, now).await;
+            }
+            Db::Sqlite(pool) => pool,
+        };
+        let once = async || {
             let mut tx = pool.begin_write().await?;
             let outcome = subscribe_in!(tx, store, s, now)?;
             tx.commit().await?;
             Ok(outcome)
-        })
+        };
+        match once().await {
+            // A concurrent first sign-up of the same address created its shopper
+            // between this one's look-up and its insert: this one joins that shopper.
+            Err(e) if super::StorageError::unique_violation(&e) => once().await,
+            result => result,
+        }
     }
 
     /// Signs up several shoppers in one write transaction (SQLite's group commit:

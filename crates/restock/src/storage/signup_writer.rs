@@ -12,7 +12,8 @@
 //! the same rule ([`SkuFacts::target`]) to each, instead of each request
 //! making a read of its own first (a hand-off to a connection's thread and back,
 //! and another to return it to the pool). PostgreSQL has row locks and concurrent
-//! commits, so its sign-ups keep the direct path.
+//! commits, so its sign-ups keep the direct path: the variant's read and the
+//! sign-up's one or two statements on one connection.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,8 +24,10 @@ use sqlx::{Connection, Sqlite};
 use restock_core::ids::StoreId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::catalog::sku_facts_of;
-use super::demand::{SignUp, SkuFacts, SkuRefusal, SubscribeOutcome, Target, subscribe_group_in};
+use super::catalog::{sku_facts_of, sku_facts_pg};
+use super::demand::{
+    SignUp, SkuFacts, SkuRefusal, SubscribeOutcome, Target, subscribe_group_in, subscribe_pg,
+};
 use super::write_turns::WriteTurns;
 use super::{Db, Result};
 
@@ -159,7 +162,9 @@ impl SignUpWriter {
     }
 }
 
-/// A sign-up by SKU on its own: its variant read, the rule applied, the sign-up written.
+/// A sign-up by SKU on its own: its variant read, the rule applied, the sign-up
+/// written. On PostgreSQL all of it on one connection: one checkout from the pool,
+/// and one check of the connection on its way back.
 async fn subscribe_sku_alone(
     db: &Db,
     store: StoreId,
@@ -167,6 +172,15 @@ async fn subscribe_sku_alone(
     signup: WithTarget,
     now: i64,
 ) -> Result<SkuAnswer> {
+    if let Db::Postgres(pool) = db {
+        let mut conn = pool.acquire().await?;
+        return match SkuFacts::target(sku_facts_pg(&mut conn, store, sku).await?) {
+            Ok(target) => Ok(Ok(
+                subscribe_pg(&mut conn, store, &signup(target), now).await?
+            )),
+            Err(refusal) => Ok(Err(refusal)),
+        };
+    }
     match SkuFacts::target(db.sku_facts(store, sku).await?) {
         Ok(target) => Ok(Ok(db.subscribe(store, &signup(target), now).await?)),
         Err(refusal) => Ok(Err(refusal)),

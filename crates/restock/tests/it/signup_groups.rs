@@ -6,12 +6,12 @@
 use crate::common;
 
 use common::{Backend, TestApp, TestDb};
-use restock::storage::demand::{SignUp, SubscribeOutcome, Target};
+use restock::storage::demand::{PreferenceChange, SignUp, SubscribeOutcome, Target};
 use restock::storage::signup_writer::SignUpWriter;
 use restock::storage::stores::NewStore;
 use restock::storage::write_turns::WriteTurns;
-use restock_core::ids::{ProductId, StoreId, VariantId};
-use restock_core::values::Email;
+use restock_core::ids::{ProductId, ShopperId, StoreId, VariantId};
+use restock_core::values::{Channel, Email};
 use serde_json::json;
 
 fn signup(email: &str, product: ProductId, variant: VariantId) -> SignUp {
@@ -272,6 +272,15 @@ async fn seed_two_variants(
 
 type Rows = Vec<Vec<Option<String>>>;
 
+/// Runs a statement on either database.
+async fn execute(db: &restock::storage::Db, sql: &'static str) {
+    match db {
+        restock::storage::Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(drop),
+        restock::storage::Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(drop),
+    }
+    .expect(sql);
+}
+
 /// Every row a sign-up writes, by address instead of id, as text.
 async fn signup_rows(db: &restock::storage::Db) -> [Rows; 4] {
     use sqlx::Row;
@@ -327,12 +336,76 @@ both_dbs!(
             seed_two_variants(&single.db).await,
             (store, product, v1, v2)
         );
+        // Addresses the store knows, in each state the rule for a known address
+        // tells apart: plain; opted out of email and of a category; opted out of
+        // everything (twice: one comes back anonymously, one through the API);
+        // bounced.
         let known = signup("old@example.com", product, v1);
+        let quiet = signup("quiet@example.com", product, v1);
+        let gone = signup("gone@example.com", product, v1);
+        let back = signup("back@example.com", product, v1);
+        let bounced = signup("bounced@example.com", product, v1);
         for t in [&grouped, &single] {
-            t.db.subscribe(store, &known, 5)
-                .await
-                .expect("known address");
+            for s in [&known, &quiet, &gone, &back, &bounced] {
+                t.db.subscribe(store, s, 5).await.expect("known address");
+            }
+            let shopper = |e: &'static str| async move {
+                ShopperId(
+                    t.db.shopper_by_email(store, &Email::parse(e).expect("email"))
+                        .await
+                        .expect("q")
+                        .expect("shopper")
+                        .id,
+                )
+            };
+            for (who, change) in [
+                (
+                    "quiet@example.com",
+                    PreferenceChange {
+                        channels: vec![(Channel::Email, false)],
+                        categories: vec![("boots".into(), false)],
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "gone@example.com",
+                    PreferenceChange {
+                        all: Some(false),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "back@example.com",
+                    PreferenceChange {
+                        all: Some(false),
+                        ..Default::default()
+                    },
+                ),
+            ] {
+                t.db.change_preferences(store, shopper(who).await, &change, &Default::default(), 6)
+                    .await
+                    .expect("preferences")
+                    .expect("shopper");
+            }
+            execute(
+                &t.db,
+                "UPDATE contact_points SET suppressed_at = 7 WHERE address = 'bounced@example.com'",
+            )
+            .await;
         }
+        let paris = || Some(restock_core::values::TimeZone::parse("Europe/Paris").expect("tz"));
+        let quiet_again = signup("quiet@example.com", product, v2);
+        let gone_anonymous = signup("gone@example.com", product, v2);
+        let back_by_api = SignUp {
+            anonymous: false,
+            time_zone: paris(),
+            ..signup("back@example.com", product, v1)
+        };
+        let bounced_again = signup("bounced@example.com", product, v2);
+        let old_moved = SignUp {
+            time_zone: paris(),
+            ..signup("old@example.com", product, v1)
+        };
         let rich = SignUp {
             time_zone: Some(restock_core::values::TimeZone::parse("Europe/Paris").expect("tz")),
             consent: restock::storage::demand::ConsentInput {
@@ -358,6 +431,11 @@ both_dbs!(
             (store, &ann_again, 12),
             (store, &cy, 12),
             (store, &ann_other, 13),
+            (store, &quiet_again, 14),
+            (store, &gone_anonymous, 14),
+            (store, &back_by_api, 15),
+            (store, &bounced_again, 15),
+            (store, &old_moved, 16),
         ];
         let out = grouped
             .db
@@ -372,12 +450,23 @@ both_dbs!(
         let kind = |o: &SubscribeOutcome| match o {
             SubscribeOutcome::Created(..) => "created",
             SubscribeOutcome::Merged(..) => "merged",
-            _ => "other",
+            SubscribeOutcome::Suppressed => "suppressed",
+            SubscribeOutcome::ConfirmationRequired => "confirmation required",
         };
         assert_eq!(
             out.iter().map(kind).collect::<Vec<_>>(),
             [
-                "created", "created", "created", "merged", "created", "created"
+                "created",
+                "created",
+                "created",
+                "merged",
+                "created",
+                "created",
+                "created",
+                "confirmation required",
+                "merged",
+                "suppressed",
+                "merged",
             ]
         );
         assert_eq!(
@@ -391,9 +480,39 @@ both_dbs!(
             panic!("{out:?}")
         };
         assert_eq!((ann_sub, ann), (again_sub, again));
+        let rows = signup_rows(&grouped.db).await;
+        assert_eq!(rows, signup_rows(&single.db).await);
+        // What the rule changed: the email opt-out lifted and the category's kept;
+        // the shopper back through the API opted in, in their new time zone; the
+        // anonymous one still out.
+        let shopper = |address: &str| {
+            rows[0]
+                .iter()
+                .find(|r| r[0].as_deref() == Some(address))
+                .cloned()
+                .expect("shopper row")
+        };
+        let opt_outs: serde_json::Value = serde_json::from_str(
+            shopper("quiet@example.com")[5]
+                .as_deref()
+                .expect("opt-outs"),
+        )
+        .expect("json");
+        assert_eq!(opt_outs["channels"], json!([]), "{opt_outs}");
+        assert_eq!(opt_outs["categories"], json!(["boots"]), "{opt_outs}");
+        let back = shopper("back@example.com");
         assert_eq!(
-            signup_rows(&grouped.db).await,
-            signup_rows(&single.db).await
+            (back[1].as_deref(), back[4].as_deref()),
+            (Some("Europe/Paris"), None)
+        );
+        assert!(
+            shopper("gone@example.com")[4].is_some(),
+            "{:?}",
+            shopper("gone@example.com")
+        );
+        assert_eq!(
+            shopper("old@example.com")[1].as_deref(),
+            Some("Europe/Paris")
         );
         grouped.cleanup().await;
         single.cleanup().await;
@@ -493,5 +612,65 @@ both_dbs!(
             .expect("list");
         assert_eq!(waiting.len(), 16, "{waiting:?}");
         t.stop().await;
+    }
+);
+
+both_dbs!(
+    one_address_signing_up_at_once_while_its_signup_ends_keeps_one_waiting_and_a_consent_each,
+    |backend: Backend| async move {
+        // The same address signs up for the same variant from eight places at once,
+        // while the merchant cancels the sign-up it has: each answer names the
+        // sign-up it created or renewed, there is never more than one waiting, and
+        // each sign-up answered recorded its consent once (a path that found the
+        // store changed under it and started again must not record it twice).
+        let t = TestDb::new(backend).await;
+        let db = &t.db;
+        let (store, product, variant, _) = seed_two_variants(db).await;
+        let writer = SignUpWriter::start(db.clone(), WriteTurns::for_db(db));
+        let same = signup("same@example.com", product, variant);
+        let mut answered = 0;
+        for round in 0..12_i64 {
+            let waiting = db
+                .subscriptions(store, None, Some("waiting"), 0, 10)
+                .await
+                .expect("list");
+            let cancel = async {
+                if let Some(s) = waiting.first() {
+                    db.cancel_subscription(store, restock_core::ids::SubscriptionId(s.id), round)
+                        .await
+                        .expect("cancel");
+                }
+            };
+            let signups =
+                futures::future::join_all((0..8).map(|_| writer.subscribe(store, &same, round)));
+            let (outcomes, ()) = tokio::join!(signups, cancel);
+            let mut named = std::collections::BTreeSet::new();
+            for o in outcomes {
+                match o.expect("sign-up") {
+                    SubscribeOutcome::Created(s, _) | SubscribeOutcome::Merged(s, _) => {
+                        named.insert(s);
+                    }
+                    other => panic!("{other:?}"),
+                }
+                answered += 1;
+            }
+            let waiting = db
+                .subscriptions(store, None, Some("waiting"), 0, 10)
+                .await
+                .expect("list");
+            assert!(waiting.len() <= 1, "round {round}: {waiting:?}");
+            assert!(named.len() <= 2, "round {round}: {named:?}");
+        }
+        let shopper = db
+            .shopper_by_email(store, &Email::parse("same@example.com").expect("email"))
+            .await
+            .expect("q")
+            .expect("shopper");
+        let consents = db
+            .shopper_consents(ShopperId(shopper.id), 1_000)
+            .await
+            .expect("consents");
+        assert_eq!(consents.len(), answered);
+        t.cleanup().await;
     }
 );
