@@ -441,7 +441,7 @@ struct Known {
 
 /// The changes to a known shopper a sign-up makes besides its consent and the
 /// sign-up itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Renewal {
     /// They had opted out of everything and are opted in again.
     opt_in_again: bool,
@@ -589,16 +589,18 @@ async fn first_or_known_pg(
             SubscriptionId(id),
             ShopperId(row.shopper),
         )),
-        (None, contact) => FirstOrKnown::Known(
+        (None, Some(contact)) => FirstOrKnown::Known(
             Known {
                 shopper: row.shopper,
-                contact: contact.unwrap_or_default(),
+                contact,
                 suppressed: row.suppressed,
                 opted_out: row.opted_out,
                 opt_outs: row.opt_outs,
             },
             row.waiting,
         ),
+        // Each of the statement's two halves returns its ids.
+        (None, None) => return Err(sqlx::Error::RowNotFound),
     })
 }
 
