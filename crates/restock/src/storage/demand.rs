@@ -1300,3 +1300,100 @@ impl Db {
         Ok(ended)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signup(anonymous: bool, time_zone: Option<&str>) -> SignUp {
+        SignUp {
+            email: Email::parse("ann@example.com").expect("email"),
+            target: Target::Product(ProductId(1)),
+            market: None,
+            source: "test".into(),
+            consent: ConsentInput::default(),
+            time_zone: time_zone.map(|tz| TimeZone::parse(tz).expect("tz")),
+            anonymous,
+        }
+    }
+
+    fn known(suppressed: bool, opted_out: bool, opt_outs: Option<&str>) -> Known {
+        Known {
+            shopper: 1,
+            contact: 2,
+            suppressed,
+            opted_out,
+            opt_outs: opt_outs.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_bounced_address_is_suppressed_whoever_signs_it_up() {
+        for anonymous in [true, false] {
+            for opted_out in [true, false] {
+                assert_eq!(
+                    known(true, opted_out, None).renewal(&signup(anonymous, None)),
+                    Err(SubscribeOutcome::Suppressed)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_an_authenticated_signup_opts_a_shopper_back_in() {
+        assert_eq!(
+            known(false, true, None).renewal(&signup(true, None)),
+            Err(SubscribeOutcome::ConfirmationRequired)
+        );
+        let back = known(false, true, None)
+            .renewal(&signup(false, Some("Europe/Paris")))
+            .expect("renewal");
+        assert_eq!(
+            back,
+            Renewal {
+                opt_in_again: true,
+                time_zone: Some("Europe/Paris"),
+                opt_outs: None,
+            }
+        );
+        let plain = known(false, false, None)
+            .renewal(&signup(true, None))
+            .expect("renewal");
+        assert_eq!(
+            plain,
+            Renewal {
+                opt_in_again: false,
+                time_zone: None,
+                opt_outs: None,
+            }
+        );
+    }
+
+    #[test]
+    fn signing_up_by_email_lifts_an_opt_out_of_email_and_keeps_the_rest() {
+        let renew = |json: &str| {
+            known(false, false, Some(json))
+                .renewal(&signup(true, None))
+                .expect("renewal")
+                .opt_outs
+        };
+        let rest = renew(r#"{"categories":["boots"],"channels":["email","sms"]}"#)
+            .expect("rewritten")
+            .expect("some left");
+        assert_eq!(
+            parse_opt_outs(None, Some(&rest)),
+            OptOuts {
+                all: false,
+                categories: vec!["boots".into()],
+                channels: vec![Channel::Sms],
+            }
+        );
+        // Nothing left: the opt-outs are cleared.
+        assert_eq!(renew(r#"{"channels":["email"]}"#), Some(None));
+        // No opt-out of email: nothing to rewrite.
+        assert_eq!(
+            renew(r#"{"categories":["boots"],"channels":["sms"]}"#),
+            None
+        );
+    }
+}
