@@ -340,7 +340,11 @@ both_dbs!(
         // tells apart: plain; opted out of email and of a category; opted out of
         // everything (twice: one comes back anonymously, one through the API);
         // bounced.
-        let known = signup("old@example.com", product, v1);
+        // The plain one is in a time zone already, which a later sign-up moves.
+        let known = SignUp {
+            time_zone: Some(restock_core::values::TimeZone::parse("America/New_York").expect("tz")),
+            ..signup("old@example.com", product, v1)
+        };
         let quiet = signup("quiet@example.com", product, v1);
         let gone = signup("gone@example.com", product, v1);
         let back = signup("back@example.com", product, v1);
