@@ -334,6 +334,39 @@ macro_rules! waiting_for_target {
     };
 }
 
+/// The update a [`Renewal`] makes to a known shopper, with the placeholders named:
+/// the shopper, whether they opt in again, their time zone (`NULL` keeps it),
+/// whether their opt-outs change and to what, and the time. It changes nothing
+/// when the renewal changes nothing. Both databases' sign-up paths write it.
+macro_rules! renewal_update {
+    ($shopper:literal, $opt_in:literal, $tz:literal, $set_opt_outs:literal, $opt_outs:literal, $now:literal) => {
+        concat!(
+            "UPDATE shoppers SET opted_out_at = CASE WHEN ",
+            $opt_in,
+            " THEN NULL ELSE opted_out_at END, ",
+            "time_zone = COALESCE(",
+            $tz,
+            ", time_zone), ",
+            "opt_outs = CASE WHEN ",
+            $set_opt_outs,
+            " THEN ",
+            $opt_outs,
+            " ELSE opt_outs END, ",
+            "updated_at = ",
+            $now,
+            " WHERE id = ",
+            $shopper,
+            " AND (",
+            $opt_in,
+            " OR ",
+            $tz,
+            " IS NOT NULL OR ",
+            $set_opt_outs,
+            ")"
+        )
+    };
+}
+
 /// One sign-up inside the caller's transaction (`$tx`), as an async block: finds
 /// (or creates) the shopper by their address, records their consent to email, and
 /// adds the sign-up or renews the one waiting. Shared by the one-at-a-time and the
@@ -357,32 +390,19 @@ macro_rules! subscribe_in {
                 Ok(renewal) => renewal,
                 Err(outcome) => return Ok::<_, super::StorageError>(outcome),
             };
-            if renewal.opt_in_again {
-                // The merchant vouches for a fresh consent: opted in again.
-                sqlx::query("UPDATE shoppers SET opted_out_at = NULL, updated_at = $2 WHERE id = $1")
+            if renewal.changes_shopper() {
+                sqlx::query(renewal_update!("$1", "$2", "$3", "$4", "$5", "$6"))
                     .bind(shopper)
-                    .bind(now)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-            if let Some(tz) = renewal.time_zone {
-                sqlx::query("UPDATE shoppers SET time_zone = $2, updated_at = $3 WHERE id = $1")
-                    .bind(shopper)
-                    .bind(tz)
+                    .bind(renewal.opt_in_again)
+                    .bind(renewal.time_zone)
+                    .bind(renewal.opt_outs.is_some())
+                    .bind(renewal.opt_outs.as_ref().and_then(|o| o.as_deref()))
                     .bind(now)
                     .execute(&mut *$tx)
                     .await?;
             }
             // A contact point created just now already carries the consent's time.
             record_consent!($tx, store, shopper, contact, "email", true, s.consent, now, !created);
-            if let Some(json) = &renewal.opt_outs {
-                sqlx::query("UPDATE shoppers SET opt_outs = $2, updated_at = $3 WHERE id = $1")
-                    .bind(shopper)
-                    .bind(json)
-                    .bind(now)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
             // A shopper created just now has no sign-ups to renew.
             let existing: Option<i64> = if created { None } else { sqlx::query_scalar(concat!(
                 "SELECT id FROM subscriptions WHERE shopper_id = $1 AND ", waiting_for_target!("$2", "$3", "$4"),
@@ -449,6 +469,13 @@ struct Renewal {
     time_zone: Option<&'static str>,
     /// Their narrower opt-outs rewritten, where they change (`Some(None)`: none left).
     opt_outs: Option<Option<String>>,
+}
+
+impl Renewal {
+    /// Whether the shopper's row changes ([`renewal_update!`]).
+    fn changes_shopper(&self) -> bool {
+        self.opt_in_again || self.time_zone.is_some() || self.opt_outs.is_some()
+    }
 }
 
 impl Known {
@@ -619,7 +646,7 @@ async fn renew_known_pg(
     waiting: Option<i64>,
 ) -> std::result::Result<SubscribeOutcome, sqlx::Error> {
     let (product, variant) = s.target.columns();
-    let (id, created): (i64, bool) = sqlx::query_as(
+    let (id, created): (i64, bool) = sqlx::query_as(concat!(
         "WITH re AS ( \
              UPDATE subscriptions SET last_signup_at = $3, updated_at = $3 \
              WHERE id = $4 AND status = 'waiting' RETURNING id), \
@@ -627,18 +654,16 @@ async fn renew_known_pg(
              INSERT INTO subscriptions (store_id, shopper_id, product_id, variant_id, market, status, source, \
                                         created_at, last_signup_at, updated_at) \
              SELECT $1, $2, $5, $6, $7, 'waiting', $8, $3, $3, $3 WHERE NOT EXISTS (SELECT 1 FROM re) RETURNING id), \
-         sh AS ( \
-             UPDATE shoppers SET opted_out_at = CASE WHEN $9 THEN NULL ELSE opted_out_at END, \
-                 time_zone = COALESCE($10, time_zone), \
-                 opt_outs = CASE WHEN $11 THEN $12 ELSE opt_outs END, updated_at = $3 \
-             WHERE id = $2 AND ($9 OR $10 IS NOT NULL OR $11)), \
+         sh AS (",
+        renewal_update!("$2", "$9", "$10", "$11", "$12", "$3"),
+        "), \
          co AS ( \
              INSERT INTO consents (store_id, shopper_id, contact_point_id, channel, granted, text, source, ip, user_agent, at) \
              VALUES ($1, $2, $13, 'email', TRUE, $14, $15, $16, $17, $3)), \
          cp AS ( \
              UPDATE contact_points SET consent_at = $3, consent_withdrawn_at = NULL, updated_at = $3 WHERE id = $13) \
          SELECT id, FALSE FROM re UNION ALL SELECT id, TRUE FROM su",
-    )
+    ))
     .bind(store.0)
     .bind(known.shopper)
     .bind(now)
@@ -650,7 +675,7 @@ async fn renew_known_pg(
     .bind(renewal.opt_in_again)
     .bind(renewal.time_zone)
     .bind(renewal.opt_outs.is_some())
-    .bind(renewal.opt_outs.clone().flatten())
+    .bind(renewal.opt_outs.as_ref().and_then(|o| o.as_deref()))
     .bind(known.contact)
     .bind(&s.consent.text)
     .bind(&s.consent.source)
