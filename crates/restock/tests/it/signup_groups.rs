@@ -545,15 +545,11 @@ both_dbs!(
                    {"sku": "B-40", "available": 0}, {"sku": "B-41", "available": 0}]),
         )
         .await;
-        let removed = "UPDATE variants SET removed_at = 1 WHERE sku = 'B-40'";
-        match &t.app.db {
-            restock::storage::Db::Sqlite(p) => {
-                sqlx::query(removed).execute(p).await.expect("remove");
-            }
-            restock::storage::Db::Postgres(p) => {
-                sqlx::query(removed).execute(p).await.expect("remove");
-            }
-        }
+        execute(
+            &t.app.db,
+            "UPDATE variants SET removed_at = 1 WHERE sku = 'B-40'",
+        )
+        .await;
 
         // The sign-up writer (SQLite's) reads the variants of a group at once, and
         // finds what reading each finds.
